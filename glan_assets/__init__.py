@@ -1,0 +1,1 @@
+"""GLAN instruction-tuning data as Dagster software-defined assets stored in DuckDB."""

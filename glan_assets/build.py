@@ -1,0 +1,109 @@
+"""`glan build`: register the taxonomy's partitions, then materialize them in parallel runs.
+
+Each discipline is one run in the Dagster instance (`DAGSTER_HOME`), so what the CLI
+builds shows up in the UI exactly as a UI-launched run would.
+"""
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.instance.ref import InstanceRef
+
+from glan_assets.definitions import GENERATION_ASSETS
+from glan_assets.partitions import discipline_partitions, partition_changes
+from resources.settings import GenerationSettings, resources_from_env
+from resources.storage import DuckDBStore
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class LevelSummary:
+    asset: str
+    rows: int = 0
+    rejects: int = 0
+    llm_calls: int = 0
+    cache_hits: int = 0
+
+
+@dataclass
+class DisciplineSummary:
+    discipline: str
+    success: bool
+    seconds: float
+    run_id: str
+    levels: list[LevelSummary] = field(default_factory=list)
+    error: str = ""
+
+
+def sync_partitions(
+    instance: dg.DagsterInstance, settings: GenerationSettings, store: DuckDBStore
+) -> tuple[list[str], list[str]]:
+    """Make the discipline partitions match the taxonomy file; drop removed ones' rows."""
+    taxonomy = settings.taxonomy()
+    registered = instance.get_dynamic_partitions(discipline_partitions.name)
+    added, removed = partition_changes(registered, list(taxonomy.disciplines))
+    if added:
+        instance.add_dynamic_partitions(discipline_partitions.name, added)
+    for key in removed:
+        store.delete_discipline(key)
+        instance.delete_dynamic_partition(discipline_partitions.name, key)
+    return added, removed
+
+
+def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummary:
+    """Materialize one discipline's partitions, taxonomy through answers, in one run."""
+    start = time.monotonic()
+    result = dg.materialize(
+        GENERATION_ASSETS,
+        partition_key=discipline,
+        instance=instance,
+        resources=resources_from_env(),
+        run_config=QUIET,
+        raise_on_error=False,
+        tags={"glan/launched_by": "glan build"},
+    )
+    levels = []
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        md = {k: v.value for k, v in mat.metadata.items()}
+        levels.append(
+            LevelSummary(mat.asset_key.to_user_string(), *(int(md.get(k, 0)) for k in ("rows", "rejects", "llm_calls", "cache_hits")))
+        )
+    error = ""
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        error = "; ".join(
+            f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
+            for e in failures
+        )
+    return DisciplineSummary(discipline, result.success, time.monotonic() - start, result.run_id, levels, error)
+
+
+def _build_in_worker(instance_ref: InstanceRef, discipline: str) -> DisciplineSummary:
+    return build_one(dg.DagsterInstance.from_ref(instance_ref), discipline)
+
+
+def build(
+    instance: dg.DagsterInstance,
+    disciplines: list[str],
+    workers: int = 4,
+    on_done: Callable[[DisciplineSummary], None] = lambda s: None,
+) -> list[DisciplineSummary]:
+    """Build the disciplines, `workers` runs at a time (one in-process when workers is 1)."""
+    if workers <= 1 or len(disciplines) <= 1:
+        summaries = []
+        for key in disciplines:
+            summaries.append(build_one(instance, key))
+            on_done(summaries[-1])
+        return summaries
+    summaries = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_build_in_worker, instance.get_ref(), key) for key in disciplines]
+        for future in as_completed(futures):
+            summaries.append(future.result())
+            on_done(summaries[-1])
+    return summaries

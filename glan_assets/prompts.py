@@ -1,0 +1,113 @@
+"""Every prompt the pipeline sends, in one place.
+
+A prompt's version is a hash of its text, and an asset's `code_version` is built from the
+versions of the prompts it sends: editing a prompt marks exactly its assets stale, and
+nobody has to remember to bump a number.
+"""
+
+from dataclasses import dataclass
+
+from glan_assets.ids import content_hash
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    system: str
+    user: str
+
+    @property
+    def version(self) -> str:
+        return content_hash([self.system, self.user])[:12]
+
+    def messages(self, **values: object) -> list[dict]:
+        return [
+            {"role": "system", "content": self.system.format(**values)},
+            {"role": "user", "content": self.user.format(**values)},
+        ]
+
+
+def code_version(*prompts: Prompt, parser: str = "1") -> str:
+    """The asset's code version: its prompts' versions plus the version of its own logic."""
+    return "-".join([f"p{parser}", *(p.version for p in prompts)])
+
+
+# Taxonomy: GLAN asks the LLM to extend the taxonomy; a person keeps or removes each node.
+PROPOSE_NODES = Prompt(
+    "propose_nodes",
+    system="You are an expert in the structure of human knowledge and of university curricula.",
+    user=(
+        "In a taxonomy of human knowledge and capabilities, {parent} has these {kind_plural}: "
+        "{existing}.\nPropose up to {count} further {kind_plural} that are missing. "
+        'Reply with JSON: {{"proposals": [{{"name": "...", "reason": "..."}}]}}'
+    ),
+)
+
+# Subjects: free text first, then a second call turns it into JSON. The paper found that
+# format instructions in the first call hurt quality.
+SUBJECTS = Prompt(
+    "subjects",
+    system="You are an education expert in {discipline}.",
+    user=(
+        'List the subjects a student must learn in "{discipline}" ({sub_field}, {field}), '
+        "from introductory to advanced. For each subject give its name, its level "
+        "(for example: high school, undergraduate, graduate) and its main subtopics."
+    ),
+)
+
+SUBJECTS_FORMAT = Prompt(
+    "subjects_format",
+    system="You turn text into JSON. Reply with JSON only.",
+    user=(
+        "Extract every subject from the text below. Reply with JSON of the form "
+        '{{"subjects": [{{"subject_name": "...", "level": "...", "subtopics": ["...", "..."]}}]}}\n\n'
+        "Text:\n{text}"
+    ),
+)
+
+SYLLABUS = Prompt(
+    "syllabus",
+    system="You are an experienced teacher of {subject_name} in {discipline}.",
+    user=(
+        'Write the syllabus of the {level} course "{subject_name}". It covers: {subtopics}.\n'
+        "Divide the course into {sessions_min} to {sessions_max} class sessions. For each class "
+        "session give a title and its key concepts (about {concepts} per session)."
+    ),
+)
+
+SESSIONS = Prompt(
+    "sessions",
+    system="You turn text into JSON. Reply with JSON only.",
+    user=(
+        "Extract the class sessions of this syllabus, in order, with their key concepts. Reply "
+        'with JSON of the form {{"sessions": [{{"title": "...", "key_concepts": ["...", "..."]}}]}}\n\n'
+        "Syllabus:\n{syllabus}"
+    ),
+)
+
+QUESTION_BASIC = Prompt(
+    "question_basic",
+    system="You are a teacher of {subject_name}. Here is the syllabus of your course:\n{syllabus}",
+    user=(
+        'Your student has learned up to class session {session_number}, "{session_title}". '
+        "Write one homework question that tests these key concepts: {concepts}. "
+        "Reply with the question only."
+    ),
+)
+
+QUESTION_HARDER = Prompt(
+    "question_harder",
+    system="You are a teacher of {subject_name}. Here is the syllabus of your course:\n{syllabus}",
+    user=(
+        'Your student has learned up to class session {session_number}, "{session_title}". '
+        'Write one harder homework question that combines session {first_number}, "{first_title}", '
+        "with session {session_number}, using these key concepts: {concepts}. "
+        "Reply with the question only."
+    ),
+)
+
+ANSWER = Prompt(
+    "answer",
+    system="You are a knowledgeable and helpful assistant. Answer the question fully.",
+    user="{question}",
+)

@@ -1,0 +1,186 @@
+"""Pydantic models: the schema of every table row and every structured LLM output.
+
+Table rows put their own id first and their parent's id second, so lineage is a join.
+Every per-discipline table carries `discipline`, the partition key.
+"""
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class TableRow(BaseModel):
+    """A row of a DuckDB table; the storage derives the table's DDL from the fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: ClassVar[str]
+    id_column: ClassVar[str]
+    parent_column: ClassVar[str | None] = None
+
+    @property
+    def row_id(self) -> str:
+        return getattr(self, self.id_column)
+
+
+class FieldRow(TableRow):
+    table: ClassVar[str] = "fields"
+    id_column: ClassVar[str] = "field_id"
+    field_id: str
+    discipline: str
+    field_name: str
+    sub_field_name: str
+    description: str = ""
+
+
+class DisciplineRow(TableRow):
+    table: ClassVar[str] = "disciplines"
+    id_column: ClassVar[str] = "discipline_id"
+    parent_column: ClassVar[str | None] = "field_id"
+    discipline_id: str
+    field_id: str
+    discipline: str
+    field_name: str
+    sub_field_name: str
+    description: str = ""
+
+
+class SubjectRow(TableRow):
+    table: ClassVar[str] = "subjects"
+    id_column: ClassVar[str] = "subject_id"
+    parent_column: ClassVar[str | None] = "discipline_id"
+    subject_id: str
+    discipline_id: str
+    discipline: str
+    query_index: int
+    subject_name: str
+    level: str
+    subtopics: list[str]
+
+
+class SyllabusRow(TableRow):
+    table: ClassVar[str] = "syllabi"
+    id_column: ClassVar[str] = "syllabus_id"
+    parent_column: ClassVar[str | None] = "subject_id"
+    syllabus_id: str
+    subject_id: str
+    discipline: str
+    subject_name: str
+    level: str
+    syllabus: str
+    model: str
+
+
+class SessionRow(TableRow):
+    table: ClassVar[str] = "sessions"
+    id_column: ClassVar[str] = "session_id"
+    parent_column: ClassVar[str | None] = "syllabus_id"
+    session_id: str
+    syllabus_id: str
+    discipline: str
+    session_index: int
+    title: str
+    key_concepts: list[str]
+
+
+QuestionKind = Literal["basic", "harder"]
+
+
+class QuestionRow(TableRow):
+    """A homework question. Its parent is the latest session it covers."""
+
+    table: ClassVar[str] = "questions"
+    id_column: ClassVar[str] = "question_id"
+    parent_column: ClassVar[str | None] = "session_id"
+    question_id: str
+    session_id: str
+    discipline: str
+    syllabus_id: str
+    question_index: int
+    kind: QuestionKind
+    session_ids: list[str]
+    key_concepts: list[str]
+    question: str
+    model: str
+
+
+class AnswerRow(TableRow):
+    table: ClassVar[str] = "answers"
+    id_column: ClassVar[str] = "answer_id"
+    parent_column: ClassVar[str | None] = "question_id"
+    answer_id: str
+    question_id: str
+    discipline: str
+    answer: str
+    model: str
+
+
+class RejectRow(TableRow):
+    """An LLM output that could not be used, kept with its reason instead of dropped."""
+
+    table: ClassVar[str] = "rejects"
+    id_column: ClassVar[str] = "reject_id"
+    parent_column: ClassVar[str | None] = "parent_id"
+    reject_id: str
+    parent_id: str
+    discipline: str
+    asset: str  # the table whose partition the output was meant for
+    stage: str  # the LLM stage that produced it
+    reason: str
+    raw_output: str
+    attempts: int
+
+
+class ProposalRow(TableRow):
+    """A taxonomy node the LLM proposed, waiting for a person's keep/remove vote."""
+
+    table: ClassVar[str] = "taxonomy_proposals"
+    id_column: ClassVar[str] = "proposal_id"
+    proposal_id: str
+    kind: Literal["field", "sub_field", "discipline"]
+    field_name: str
+    sub_field_name: str
+    name: str
+    reason: str
+    keep: bool | None = None
+    status: Literal["pending", "accepted", "rejected"] = "pending"
+
+
+# --- Structured LLM outputs -------------------------------------------------------
+
+
+def _non_blank(items: list[str]) -> list[str]:
+    cleaned = [s.strip() for s in items if s.strip()]
+    if not cleaned:
+        raise ValueError("needs at least one non-blank item")
+    return cleaned
+
+
+NonBlankList = Annotated[list[str], AfterValidator(_non_blank)]
+
+
+class SubjectSpec(BaseModel):
+    subject_name: str = Field(min_length=1)
+    level: str = Field(min_length=1)
+    subtopics: NonBlankList
+
+
+class SubjectList(BaseModel):
+    subjects: list[SubjectSpec] = Field(min_length=1)
+
+
+class ClassSession(BaseModel):
+    title: str = Field(min_length=1)
+    key_concepts: NonBlankList
+
+
+class SessionList(BaseModel):
+    sessions: list[ClassSession] = Field(min_length=1)
+
+
+class NodeProposal(BaseModel):
+    name: str = Field(min_length=1)
+    reason: str = ""
+
+
+class ProposalList(BaseModel):
+    proposals: list[NodeProposal] = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""Resources: the LLM client and its response cache, DuckDB storage, local models."""

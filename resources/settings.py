@@ -1,0 +1,100 @@
+"""Every knob of the pipeline: typed resources, filled from environment variables.
+
+`GLAN_PROFILE=paper` selects the GLAN paper's counts; the default `demo` profile is small
+enough to build on the embedded model in minutes. Any single count can be overridden with
+its own variable (for example `GLAN_QUESTIONS_PER_SYLLABUS=20`), or in the launchpad.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from glan_assets.taxonomy_file import Taxonomy, load_taxonomy
+from resources.llm import LLMResource, Sampling
+from resources.storage import DuckDBStore
+
+DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "glan_assets" / "data" / "taxonomy.yaml"
+
+# Count -> (demo, paper). Paper: 10 queries give 100-200 subjects per discipline, 10-30
+# sessions with ~5 key concepts; ~500 questions per syllabus reach 10M pairs over 126
+# disciplines.
+PROFILES: dict[str, tuple[int | float, int | float]] = {
+    "subject_queries": (1, 10),
+    "max_subjects_per_discipline": (2, 0),
+    "sessions_min": (2, 10),
+    "sessions_max": (3, 30),
+    "key_concepts_per_session": (3, 5),
+    "questions_per_syllabus": (2, 500),
+    "harder_question_fraction": (0.5, 0.5),
+}
+
+
+class GenerationSettings(dg.ConfigurableResource):
+    """How much to generate per item. Zero for `max_subjects_per_discipline` means no cap."""
+
+    taxonomy_path: str = str(DEFAULT_TAXONOMY)
+    seed: int = 0
+    subject_queries: int = 1
+    max_subjects_per_discipline: int = 2
+    sessions_min: int = 2
+    sessions_max: int = 3
+    key_concepts_per_session: int = 3
+    questions_per_syllabus: int = 2
+    harder_question_fraction: float = 0.5
+    basic_concepts_max: int = 5
+    harder_concepts_min: int = 2
+    harder_concepts_max: int = 5
+    proposals_per_sub_field: int = 3
+
+    def taxonomy(self) -> Taxonomy:
+        return load_taxonomy(self.taxonomy_path)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "GenerationSettings":
+        env = dict(os.environ if env is None else env)
+        profile = env.get("GLAN_PROFILE", "demo")
+        if profile not in ("demo", "paper"):
+            raise ValueError(f"GLAN_PROFILE must be 'demo' or 'paper', not {profile!r}")
+        values: dict = {name: pair[profile == "paper"] for name, pair in PROFILES.items()}
+        for name, f in cls.model_fields.items():
+            if name == "taxonomy_path":
+                continue
+            raw = env.get(f"GLAN_{name.upper()}")
+            if raw is not None:
+                values[name] = f.annotation(raw)
+        values["taxonomy_path"] = env.get("GLAN_TAXONOMY", str(DEFAULT_TAXONOMY))
+        return cls(**values)
+
+
+def db_path(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("GLAN_DB", "data/glan.duckdb"))
+
+
+def llm_from_env(env: dict[str, str] | None = None) -> LLMResource:
+    """`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `GLAN_MODEL`, and per stage `GLAN_<STAGE>_MODEL`."""
+    env = os.environ if env is None else env
+    stages = {}
+    for stage in ("taxonomy", "subjects", "subjects_format", "syllabus", "sessions", "questions", "answers"):
+        default: Sampling = LLMResource.model_fields[stage].default
+        stages[stage] = default.model_copy(update={"model": env.get(f"GLAN_{stage.upper()}_MODEL", "")})
+    # An EnvVar keeps the key out of the run config that the UI and event log show.
+    api_key = dg.EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else ""
+    return LLMResource(
+        base_url=env.get("OPENAI_BASE_URL", ""),
+        api_key=api_key,
+        default_model=env.get("GLAN_MODEL", "smollm2-135m-instruct"),
+        max_concurrency=int(env.get("GLAN_MAX_CONCURRENCY", "16")),
+        structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
+        cache_path=env.get("GLAN_CACHE") or str(db_path(env).with_name("llm_cache.sqlite")),
+        **stages,
+    )
+
+
+def resources_from_env(env: dict[str, str] | None = None) -> dict:
+    return {
+        "llm": llm_from_env(env),
+        "store": DuckDBStore(path=str(db_path(env))),
+        "settings": GenerationSettings.from_env(env),
+    }

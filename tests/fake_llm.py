@@ -1,0 +1,99 @@
+"""A fake OpenAI-compatible endpoint on 127.0.0.1: deterministic answers built from the
+prompt, a log of every request, and switches for failures (429s, 5xx, unusable JSON)."""
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _reply_for(messages: list[dict]) -> str:
+    system, user = messages[0]["content"], messages[-1]["content"]
+    if "Extract every subject" in user:
+        topic = re.search(r"Subjects of (.+?):", user)
+        name = topic.group(1) if topic else "General"
+        return json.dumps({"subjects": [
+            {"subject_name": f"Introduction to {name}", "level": "undergraduate", "subtopics": ["basics", "history"]},
+            {"subject_name": f"Advanced {name}", "level": "graduate", "subtopics": ["theory", "practice"]},
+            {"subject_name": f"{name} Lab", "level": "undergraduate", "subtopics": ["experiments"]},
+        ]})
+    if "List the subjects" in user:
+        name = re.search(r'learn in "(.+?)"', user).group(1)
+        return f"Subjects of {name}: Introduction to {name}; Advanced {name}; {name} Lab."
+    if "Write the syllabus" in user:
+        course = re.search(r'course "(.+?)"', user).group(1)
+        return f"Syllabus of {course}.\nSession 1: Foundations of {course}.\nSession 2: Methods of {course}.\nSession 3: Frontiers."
+    if "Extract the class sessions" in user:
+        course = re.search(r"Syllabus of (.+?)\.", user).group(1)
+        return json.dumps({"sessions": [
+            {"title": f"Foundations of {course}", "key_concepts": ["definitions", "units", "notation"]},
+            {"title": f"Methods of {course}", "key_concepts": ["models", "measurement"]},
+            {"title": "Frontiers", "key_concepts": ["open problems", "research"]},
+        ]})
+    if "homework question" in user:
+        concepts = re.search(r"key concepts: (.+?)\. Reply", user).group(1)
+        course = re.search(r"teacher of (.+?)\.", system).group(1)
+        return f"In {course}, explain {concepts}?"
+    if "Propose up to" in user:
+        return json.dumps({"proposals": [{"name": "Proposed Node", "reason": "missing"}]})
+    return f"An answer to: {user}"
+
+
+class FakeLLM:
+    """Start with `with FakeLLM() as llm:`; `llm.base_url` is what OPENAI_BASE_URL needs."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.fail_next: list[tuple[int, dict]] = []  # (status, headers) returned before answering
+        self.garbage_for: str | None = None  # answer prose to prompts containing this text
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    failure = fake.fail_next.pop(0) if fake.fail_next else None
+                    fake.requests.append(body | {"authorization": self.headers.get("Authorization", "")})
+                if failure:
+                    status, headers = failure
+                    return self._send(status, {"error": {"message": "injected"}}, headers)
+                prompt = body["messages"][-1]["content"]
+                text = "I cannot do JSON, sorry." if fake.garbage_for and fake.garbage_for in prompt else _reply_for(body["messages"])
+                self._send(200, {
+                    "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                              "total_tokens": len(prompt.split()) + len(text.split())},
+                })
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def prompts(self) -> list[str]:
+        return [r["messages"][-1]["content"] for r in self.requests]
+
+    def __enter__(self) -> "FakeLLM":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
