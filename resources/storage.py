@@ -120,14 +120,18 @@ class DuckDBStore(dg.ConfigurableResource):
                 f"rejects table); the rows stored before were kept"
             )
 
-    def replace_rows(self, row_type: type[T], rows: Sequence[T], rejects: Sequence[RejectRow] = ()) -> None:
-        """Replace a whole unpartitioned table (and its asset's rejects) in one transaction."""
+    def replace_rows(
+        self, row_type: type[T], rows: Sequence[T], rejects: Sequence[RejectRow] | None = None
+    ) -> None:
+        """Replace a whole unpartitioned table in one transaction, and its asset's rejects
+        when given."""
         with self.connect() as con:
             con.begin()
             try:
-                self._ensure_table(con, RejectRow)
-                con.execute("DELETE FROM rejects WHERE asset = ?", [row_type.table])
-                self._insert(con, RejectRow, rejects)
+                if rejects is not None:
+                    self._ensure_table(con, RejectRow)
+                    con.execute("DELETE FROM rejects WHERE asset = ?", [row_type.table])
+                    self._insert(con, RejectRow, rejects)
                 self._ensure_table(con, row_type)
                 con.execute(f"DELETE FROM {row_type.table}")
                 self._insert(con, row_type, rows)

@@ -75,7 +75,9 @@ class FakeLLM:
                     status, headers = failure
                     return self._send(status, {"error": {"message": "injected"}}, headers)
                 prompt = body["messages"][-1]["content"]
-                text = "I cannot do JSON, sorry." if fake.garbage_for and fake.garbage_for in prompt else _reply_for(body["messages"])
+                shown = "\n".join(m["content"] for m in body["messages"])
+                garbage = fake.garbage_for and fake.garbage_for in shown
+                text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"])
                 self._send(200, {
                     "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
@@ -88,7 +90,8 @@ class FakeLLM:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def prompts(self) -> list[str]:
-        return [r["messages"][-1]["content"] for r in self.requests]
+        """Each request's messages joined: what the model was shown."""
+        return ["\n".join(m["content"] for m in r["messages"]) for r in self.requests]
 
     def __enter__(self) -> "FakeLLM":
         self.thread.start()

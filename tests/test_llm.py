@@ -1,0 +1,106 @@
+"""The LLM resource: retries, rejects, unreachable endpoints, caching, secrets."""
+
+import time
+
+import dagster as dg
+import pytest
+
+from glan_assets.schemas import RejectRow, SessionList, SessionRow, SyllabusRow
+from resources.llm import EndpointUnreachable, Request
+from resources.settings import llm_from_env
+from resources.storage import DuckDBStore
+
+ASK = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
+
+
+def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(project, fake_llm):
+    fake_llm.fail_next = [(429, {"Retry-After": "1"}), (503, {}), (500, {})]
+    llm = llm_from_env(project.env).process_config_and_initialize()
+    start = time.monotonic()
+
+    batch = llm.generate("answers", [Request("q1", ASK)])
+
+    assert batch.replies[0].ok and batch.replies[0].text == "An answer to: hello"
+    assert len(fake_llm.requests) == 4
+    assert time.monotonic() - start >= 1.0  # waited as Retry-After said
+
+
+def test_an_endpoint_that_is_down_fails_fast_and_writes_nothing(project, tmp_path):
+    project.build("Physics")
+    store = DuckDBStore(path=str(project.db))
+    before = store.read(SessionRow, "Physics")
+    env = project.env | {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # nothing listens on port 9
+    llm = llm_from_env(env | {"GLAN_CACHE": str(tmp_path / "empty-cache.sqlite")}).process_config_and_initialize()
+
+    start = time.monotonic()
+    with pytest.raises(EndpointUnreachable, match="cannot reach the LLM endpoint at http://127.0.0.1:9/v1"):
+        llm.generate("answers", [Request("q1", ASK)])
+    assert time.monotonic() - start < 20
+    assert store.read(SessionRow, "Physics") == before
+
+
+def test_unusable_json_goes_to_rejects_and_the_partition_still_builds(project, fake_llm):
+    fake_llm.garbage_for = "Syllabus of Advanced Physics"  # one of two syllabi cannot be parsed
+    (summary,) = project.build("Physics")
+
+    assert summary.success
+    store = DuckDBStore(path=str(project.db))
+    (reject,) = store.read(RejectRow, "Physics")
+    assert reject.stage == "sessions" and reject.asset == "sessions"
+    assert "unparseable after 3 attempts: no JSON found" in reject.reason
+    assert reject.raw_output == "I cannot do JSON, sorry."
+    syllabi = {s.syllabus_id for s in store.read(SyllabusRow, "Physics")}
+    assert {s.syllabus_id for s in store.read(SessionRow, "Physics")} == syllabi - {reject.parent_id}
+    sessions_level = next(lv for lv in summary.levels if lv.asset == "sessions")
+    assert sessions_level.rejects == 1 and sessions_level.rows == 3
+
+
+def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, fake_llm):
+    project.build("Physics")
+    store = DuckDBStore(path=str(project.db))
+    before = store.read(SessionRow, "Physics")
+    fake_llm.garbage_for = "Extract the class sessions"
+    # A different syllabus prompt version would re-ask; here the cache is cleared instead.
+    project.db.with_name("llm_cache.sqlite").unlink()
+
+    (summary,) = project.build("Physics")
+
+    assert not summary.success
+    assert "no usable rows (2 rejects" in summary.error and "kept" in summary.error
+    assert store.read(SessionRow, "Physics") == before
+    assert len(store.read(RejectRow, "Physics")) == 2
+
+
+def test_responses_are_cached_before_use(project, fake_llm):
+    llm = llm_from_env(project.env).process_config_and_initialize()
+    first = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}])], SessionList)
+    again = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}])], SessionList)
+    other_sample = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}], sample_index=1)], SessionList)
+    assert (first.stats.calls, again.stats.calls, again.stats.cache_hits) == (1, 0, 1)
+    assert other_sample.stats.calls == 1  # the sample index is part of the key
+    assert again.replies[0].value == first.replies[0].value
+
+
+def test_the_api_key_is_sent_but_never_stored(project, fake_llm):
+    instance = project.instance
+    project.build("Physics")
+    assert fake_llm.requests[0]["authorization"] == "Bearer sk-test-secret-key"
+    secret = b"sk-test-secret-key"
+    for path in project.root.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    logs = instance.all_logs(instance.get_runs()[0].run_id)
+    assert all("sk-test-secret-key" not in (e.message or "") for e in logs)
+    run = instance.get_runs()[0]
+    assert "sk-test-secret-key" not in str(run.run_config)
+
+
+def test_each_stage_uses_its_own_model_and_sampling(project, fake_llm):
+    env = project.env | {"GLAN_ANSWERS_MODEL": "cheap-model", "GLAN_QUESTIONS_MODEL": "strong-model"}
+    llm = llm_from_env(env).process_config_and_initialize()
+    llm.generate("answers", [Request("q", ASK)])
+    llm.generate("questions", [Request("q", ASK)])
+    answers_req, questions_req = fake_llm.requests
+    assert (answers_req["model"], answers_req["temperature"], answers_req["top_p"]) == ("cheap-model", 0.7, 0.95)
+    assert (questions_req["model"], questions_req["temperature"]) == ("strong-model", 1.0)
+    assert isinstance(llm, dg.ConfigurableResource)
