@@ -208,3 +208,7 @@ def server_cmd(action: str) -> None:
     else:
         endpoint = embedded.ensure_server(resources_from_env()["llm"].default_model)
         click.echo(f"serving {endpoint.model} at {endpoint.base_url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -177,8 +177,8 @@ class DuckDBStore(dg.ConfigurableResource):
             con.begin()
             try:
                 tables = con.execute(
-                    "SELECT table_name FROM duckdb_columns() WHERE column_name = 'discipline' "
-                    "AND schema_name = 'main' AND NOT internal"
+                    "SELECT table_name FROM duckdb_columns() JOIN duckdb_tables() USING (schema_name, table_name) "
+                    "WHERE column_name = 'discipline' AND schema_name = 'main'"
                 ).fetchall()
                 for (table,) in tables:
                     n = con.execute(

@@ -1,7 +1,7 @@
 """Fixtures: a fake endpoint, a project with its own taxonomy, DuckDB file and Dagster
 instance, and a `build` helper that materializes disciplines as `glan build` does."""
 
-import shutil
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -37,7 +37,13 @@ class Project:
             "OPENAI_API_KEY": "sk-test-secret-key",
             "GLAN_QUESTIONS_PER_SYLLABUS": "2",
         }
+        self.dagster_home = root / "dagster_home"
+        self.dagster_home.mkdir()
         self.instance = dg.DagsterInstance.ephemeral()
+
+    def subprocess_env(self) -> dict:
+        """The environment for running `glan` or `dagster` as a user would."""
+        return {**os.environ, **self.env, "DAGSTER_HOME": str(self.dagster_home)}
 
     def resources(self) -> dict:
         return resources_from_env(self.env)

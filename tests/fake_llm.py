@@ -4,6 +4,7 @@ prompt, a log of every request, and switches for failures (429s, 5xx, unusable J
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -46,6 +47,8 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.fail_next: list[tuple[int, dict]] = []  # (status, headers) returned before answering
         self.garbage_for: str | None = None  # answer prose to prompts containing this text
+        self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
+        self.completed: list[dict] = []  # requests whose response was fully sent
         self.lock = threading.Lock()
         fake = self
 
@@ -78,12 +81,15 @@ class FakeLLM:
                 shown = "\n".join(m["content"] for m in body["messages"])
                 garbage = fake.garbage_for and fake.garbage_for in shown
                 text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"])
+                time.sleep(fake.delay_s)
                 self._send(200, {
                     "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
                               "total_tokens": len(prompt.split()) + len(text.split())},
                 })
+                with fake.lock:
+                    fake.completed.append(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

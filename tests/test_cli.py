@@ -1,0 +1,120 @@
+"""What a user does from the terminal: glan build, lineage, export, taxonomy review,
+and Dagster's own CLI, against a real DuckDB file and a real Dagster home."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+
+from glan_assets.schemas import AnswerRow
+from resources.storage import DuckDBStore
+
+FOUR = """\
+fields:
+  - name: Natural Sciences
+    sub_fields:
+      - name: Physical Sciences
+        disciplines:
+          - name: Physics
+          - name: Astronomy
+          - name: Chemistry
+          - name: Geology
+"""
+
+
+def glan(project, *args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glan_assets.cli", *args], capture_output=True, text=True,
+                          env=project.subprocess_env(), cwd=project.root, timeout=600, **kwargs)
+
+
+def test_four_partitions_build_at_once_without_lock_failures(project, fake_llm):
+    project.taxonomy.write_text(FOUR)
+    fake_llm.delay_s = 0.05  # keeps the four runs overlapping
+
+    proc = glan(project, "build", "--workers", "4")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("[ok  ]") == 4
+    assert "built 4/4 disciplines" in proc.stdout
+    answers = DuckDBStore(path=str(project.db)).read(AnswerRow)
+    assert sorted({a.discipline for a in answers}) == ["Astronomy", "Chemistry", "Geology", "Physics"]
+
+
+def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_llm):
+    fake_llm.delay_s = 0.3
+    env = project.subprocess_env() | {"GLAN_MAX_CONCURRENCY": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--workers", "1"],
+                            env=env, cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(fake_llm.completed) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # let the fake finish answering what was in flight
+    first_run = [json.dumps(r["messages"]) for r in fake_llm.requests]
+    fake_llm.requests.clear()
+    fake_llm.delay_s = 0
+
+    resumed = glan(project, "build", "--workers", "1")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    repeated = [json.dumps(r["messages"]) for r in fake_llm.requests if json.dumps(r["messages"]) in first_run]
+    assert len(first_run) >= 8
+    assert len(repeated) <= 2  # at most the max_concurrency requests that were in flight
+    assert len(DuckDBStore(path=str(project.db)).read(AnswerRow)) == 8
+
+
+def test_lineage_and_export(project, tmp_path):
+    assert glan(project, "build").returncode == 0
+    answer = DuckDBStore(path=str(project.db)).read(AnswerRow)[0]
+
+    chain = glan(project, "lineage", answer.answer_id)
+
+    assert chain.returncode == 0, chain.stderr
+    lines = chain.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["answer", "question", "session", "syllabus", "subject", "discipline", "field"]
+    assert answer.answer_id in lines[0] and "field_name=Natural Sciences" in lines[-1]
+    assert "is not a glan id" in glan(project, "lineage", "bogus").stderr
+
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / f"pairs.{fmt}"
+        assert glan(project, "export", "--format", fmt, str(out)).returncode == 0
+        reader = "read_json_auto" if fmt == "jsonl" else "read_parquet"
+        rows = duckdb.sql(f"SELECT answer_id, question, answer, field_name, subject_name FROM {reader}('{out}')").fetchall()
+        assert len(rows) == 8 and all(r[3] == "Natural Sciences" for r in rows)
+
+
+def test_taxonomy_proposals_wait_for_a_person(project):
+    proposed = glan(project, "taxonomy", "propose")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "Proposed Node" in proposed.stdout
+    before = project.taxonomy.read_text()
+    assert "Proposed Node" not in before  # nothing enters the taxonomy by itself
+
+    discipline_id = next(line.split()[0] for line in proposed.stdout.splitlines() if " discipline " in line)
+    accepted = glan(project, "taxonomy", "accept", discipline_id)
+
+    assert accepted.returncode == 0, accepted.stderr
+    assert "- name: Proposed Node" in project.taxonomy.read_text()
+    assert "[accepted]" in glan(project, "taxonomy", "list", "--status", "all").stdout
+    assert "no proposal with id prp_nope" in glan(project, "taxonomy", "accept", "prp_nope").stderr
+
+
+def test_dagster_cli_materializes_one_partition(project):
+    assert glan(project, "build", "-d", "Physics").returncode == 0  # registers partitions in DAGSTER_HOME
+    with duckdb.connect(str(project.db)) as con:
+        con.execute("DELETE FROM answers WHERE discipline = 'Physics'")
+
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m", "glan_assets.definitions",
+         "--select", "answers", "--partition", "Physics"],
+        env=project.subprocess_env(), cwd=project.root, capture_output=True, text=True, timeout=300,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(DuckDBStore(path=str(project.db)).read(AnswerRow, "Physics")) == 4
