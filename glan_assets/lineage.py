@@ -55,11 +55,21 @@ def chain(store: DuckDBStore, item_id: str) -> list[TableRow]:
 
 
 def preview_pairs(store: DuckDBStore, discipline: str, limit: int = 5) -> str:
-    """A markdown table of question/answer pairs with their subject and session."""
+    """Markdown: rows per level, then sample question/answer pairs with their subject and
+    session; the ids lead to `glan lineage ID`."""
     ensure_lineage_view(store)
+    counts = store.query(
+        " UNION ALL ".join(
+            f"SELECT '{t}' AS level, count(*) AS rows FROM {t} WHERE discipline = $d" for t in ROW_TYPES
+        ),
+        {"d": discipline},
+    )
     records = store.query(
         "SELECT answer_id, subject_name, session_title, question_kind, question, answer "
         "FROM lineage WHERE discipline = ? ORDER BY answer_id LIMIT ?",
         [discipline, limit],
     )
-    return markdown_table(records, limit=limit)
+    return (
+        f"**Rows per level**\n\n{markdown_table(counts, limit=len(counts))}\n\n"
+        f"**Sample pairs** (trace one with `glan lineage ANSWER_ID`)\n\n{markdown_table(records, limit=limit)}"
+    )

@@ -85,6 +85,7 @@ def store_partition(
             "cache_hits": stats.cache_hits,
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,
+            **({"cost_usd": round(stats.cost_usd, 6)} if stats.cost_usd else {}),
             "table": row_type.table,
             "preview": dg.MetadataValue.md(
                 preview() if preview else markdown_table([{f: getattr(r, f) for f in fields} for r in rows])

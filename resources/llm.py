@@ -30,6 +30,9 @@ class Sampling(dg.Config):
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens: int = 512
+    # USD per million tokens; zero means unknown and no cost is reported.
+    prompt_price: float = 0.0
+    completion_price: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class CallStats:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
 
     def __add__(self, other: "CallStats") -> "CallStats":
         return CallStats(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
@@ -67,6 +71,9 @@ class CallStats:
 class Batch:
     replies: list[Reply]
     stats: CallStats = field(default_factory=CallStats)
+
+
+STAGES = ("taxonomy", "subjects", "subjects_format", "syllabus", "sessions", "questions", "answers")
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -204,8 +211,13 @@ class _Run:
         text = resp.choices[0].message.content or ""
         usage = resp.usage
         self.stats.calls += 1
-        self.stats.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-        self.stats.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        self.stats.cost_usd += (
+            prompt_tokens * self.sampling.prompt_price + completion_tokens * self.sampling.completion_price
+        ) / 1e6
         self.cache.put(key, body, {"text": text, "finish_reason": resp.choices[0].finish_reason})
         return text
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from glan_assets.taxonomy_file import Taxonomy, load_taxonomy
-from resources.llm import LLMResource, Sampling
+from resources.llm import STAGES, LLMResource, Sampling
 from resources.storage import DuckDBStore
 
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "glan_assets" / "data" / "taxonomy.yaml"
@@ -73,12 +73,21 @@ def db_path(env: dict[str, str] | None = None) -> Path:
 
 
 def llm_from_env(env: dict[str, str] | None = None) -> LLMResource:
-    """`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `GLAN_MODEL`, and per stage `GLAN_<STAGE>_MODEL`."""
+    """`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `GLAN_MODEL`; per stage `GLAN_<STAGE>_MODEL` and
+    `GLAN_<STAGE>_PRICE` ("prompt,completion" USD per million tokens, default `GLAN_PRICE`)."""
     env = os.environ if env is None else env
     stages = {}
-    for stage in ("taxonomy", "subjects", "subjects_format", "syllabus", "sessions", "questions", "answers"):
+    for stage in STAGES:
         default: Sampling = LLMResource.model_fields[stage].default
-        stages[stage] = default.model_copy(update={"model": env.get(f"GLAN_{stage.upper()}_MODEL", "")})
+        price = env.get(f"GLAN_{stage.upper()}_PRICE", env.get("GLAN_PRICE", "0,0"))
+        prompt_price, completion_price = (float(p) for p in price.split(","))
+        stages[stage] = default.model_copy(
+            update={
+                "model": env.get(f"GLAN_{stage.upper()}_MODEL", ""),
+                "prompt_price": prompt_price,
+                "completion_price": completion_price,
+            }
+        )
     # An EnvVar keeps the key out of the run config that the UI and event log show.
     api_key = dg.EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else ""
     return LLMResource(

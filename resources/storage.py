@@ -164,9 +164,9 @@ class DuckDBStore(dg.ConfigurableResource):
                 row_type(**{k: v for k, v in zip(names, rec) if k in known}) for rec in cur.fetchall()
             ]
 
-    def query(self, sql: str, params: Sequence = ()) -> list[dict]:
+    def query(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
         with self.connect() as con:
-            cur = con.execute(sql, list(params))
+            cur = con.execute(sql, params if isinstance(params, dict) else list(params))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, rec)) for rec in cur.fetchall()]
 
