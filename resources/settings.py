@@ -28,6 +28,7 @@ PROFILES: dict[str, tuple[int | float, int | float]] = {
     "questions_per_syllabus": (2, 500),
     "harder_question_fraction": (0.5, 0.5),
 }
+DEMO_MAX_TOKENS = 384
 
 
 class GenerationSettings(dg.ConfigurableResource):
@@ -76,6 +77,8 @@ def llm_from_env(env: dict[str, str] | None = None) -> LLMResource:
     """`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `GLAN_MODEL`; per stage `GLAN_<STAGE>_MODEL` and
     `GLAN_<STAGE>_PRICE` ("prompt,completion" USD per million tokens, default `GLAN_PRICE`)."""
     env = os.environ if env is None else env
+    # The demo caps generation length so the embedded model finishes in minutes.
+    cap = int(env.get("GLAN_MAX_TOKENS", "0" if env.get("GLAN_PROFILE") == "paper" else str(DEMO_MAX_TOKENS)))
     stages = {}
     for stage in STAGES:
         default: Sampling = LLMResource.model_fields[stage].default
@@ -84,6 +87,7 @@ def llm_from_env(env: dict[str, str] | None = None) -> LLMResource:
         stages[stage] = default.model_copy(
             update={
                 "model": env.get(f"GLAN_{stage.upper()}_MODEL", ""),
+                "max_tokens": min(default.max_tokens, cap) if cap else default.max_tokens,
                 "prompt_price": prompt_price,
                 "completion_price": completion_price,
             }
