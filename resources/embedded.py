@@ -1,0 +1,435 @@
+"""The embedded OpenAI-compatible endpoint: one shared `transformers serve` per machine user.
+
+When no OPENAI_BASE_URL is configured, glan runs offline on a packaged model served by
+`transformers serve --continuous-batching` on 127.0.0.1. `ensure_server()` starts it once (a file
+lock makes concurrent callers wait for the first) and every later caller reuses it through a state
+file. The server runs under a watchdog (`python -m resources.embedded serve ...`) that stops it
+after `GLAN_EMBEDDED_IDLE_TIMEOUT` seconds without use; `touch()` and served requests count as use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import copy
+import fcntl
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resources.local_models import local_model_dir
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_IDLE_TIMEOUT_S = 900.0
+_STATE = "server.json"
+_LOCK = "server.lock"
+_USED = "last_used"
+_LOG = "server.log"
+_HOST = "127.0.0.1"
+# Paged KV cache size. Unset, continuous batching sizes it from 80% of the machine's free RAM
+# (the server then held 6.6 GB resident, 2.8 GB with this); 128 blocks of 256 tokens hold 32k
+# tokens (1.5 GB for SmolLM2-135M), room for dozens of concurrent requests.
+_CB_NUM_BLOCKS = 128
+# Tokens per forward pass; the default 8192 sizes its attention masks at over 1 GB.
+_CB_MAX_BATCH_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class EmbeddedEndpoint:
+    base_url: str  # e.g. "http://127.0.0.1:PORT/v1", for openai.AsyncOpenAI(base_url=...)
+    model: str  # the `model` to send: the server is pinned to it and refuses any other
+
+
+def state_dir_default() -> Path:
+    env = os.environ.get("GLAN_EMBEDDED_STATE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "glan" / "embedded"
+
+
+def _dir(state_dir: Path | None) -> Path:
+    path = state_dir or state_dir_default()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def touch(state_dir: Path | None = None) -> None:
+    """Mark the server as in use, postponing its idle shutdown."""
+    (_dir(state_dir) / _USED).touch()  # sets the mtime to now when it exists
+
+
+@contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    with open(state_dir / _LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / _STATE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    tmp = state_dir / f".{_STATE}.{os.getpid()}"
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, state_dir / _STATE)
+
+
+def _healthy(root_url: str, timeout_s: float = 5.0) -> bool:
+    # /health, not /v1/models: the latter scans the Hugging Face cache on every call.
+    try:
+        with urllib.request.urlopen(f"{root_url}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (OSError, http.client.HTTPException):  # URLError is an OSError
+        return False
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of our server tree in process group `pgid`.
+
+    Checking the command line keeps a stale state file from ever killing an unrelated process
+    that reused the pid.
+    """
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()  # empty for a zombie
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid and b"resources.embedded" in cmdline:
+            members.append(int(proc.name))
+    return members
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((_HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(state_dir: Path, lines: int = 40) -> str:
+    try:
+        with open(state_dir / _LOG, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 16384))
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# Popen handles of the watchdogs this process started, so that stopping one also reaps it.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _kill_group(pgid: int, timeout_s: float = 15.0) -> None:
+    """Stop the watchdog and server of process group `pgid` (the watchdog's pid), then reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_members(pgid):
+            break
+        os.killpg(pgid, sig)
+        deadline = time.monotonic() + timeout_s
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if (child := _children.pop(pgid, None)) is not None:
+        child.wait()
+
+
+def _stop_locked(state_dir: Path) -> None:
+    state = _read_state(state_dir)
+    if state is not None:
+        _kill_group(int(state["pid"]))
+    (state_dir / _STATE).unlink(missing_ok=True)
+
+
+def stop_server(state_dir: Path | None = None) -> None:
+    """Stop the shared server, if one runs. Idempotent."""
+    sd = _dir(state_dir)
+    with _locked(sd):
+        _stop_locked(sd)
+
+
+def ensure_server(
+    model: str = DEFAULT_MODEL,
+    state_dir: Path | None = None,
+    startup_timeout_s: float = 300,
+) -> EmbeddedEndpoint:
+    """The running shared server for `model`, started (once, whoever asks first) if none is."""
+    sd = _dir(state_dir)
+    served = str(local_model_dir(model).resolve())
+    if "@" in served:  # transformers serve splits model ids at "@" into a revision
+        raise ValueError(f"the model path {served} must not contain '@'")
+    touch(sd)
+    with _locked(sd):
+        state = _read_state(sd)
+        if state is not None:
+            if state.get("model") == served and _alive(state):
+                return EmbeddedEndpoint(state["base_url"], served)
+            _stop_locked(sd)  # dead, hung, or serving another model
+        state = _start(sd, served, startup_timeout_s)
+        _write_state(sd, state)
+    touch(sd)
+    return EmbeddedEndpoint(state["base_url"], served)
+
+
+def _alive(state: dict[str, Any]) -> bool:
+    if int(state["pid"]) not in _group_members(int(state["pid"])):
+        return False
+    # A server busy with a full batch can answer slowly; give it a few chances before replacing it.
+    return any(_healthy(state["root_url"], timeout_s=10) for _ in range(3))
+
+
+def _server_env(state_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        # An empty hub cache: /v1/models scans it, and answers 500 when it does not exist.
+        HF_HUB_CACHE=str(state_dir / "hf-hub"),
+        TOKENIZERS_PARALLELISM="false",
+        # The watchdog runs `-m resources.embedded` from the state dir, wherever glan is installed.
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent), *filter(None, [env.get("PYTHONPATH")])]
+        ),
+    )
+    # Measured on 2 cores shared with other processes: spinning OpenMP threads cut 2-thread
+    # throughput to 1/4 of 1 thread's; passive waiting brings it back to par, and a quiet machine
+    # still gets both cores.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    (state_dir / "hf-hub").mkdir(exist_ok=True)
+    return env
+
+
+def _start(state_dir: Path, served: str, startup_timeout_s: float) -> dict[str, Any]:
+    port = _free_port()
+    root_url = f"http://{_HOST}:{port}"
+    idle = float(os.environ.get("GLAN_EMBEDDED_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S))
+    cmd = [
+        sys.executable, "-m", "resources.embedded", "serve",
+        "--model", served, "--port", str(port), "--state-dir", str(state_dir), "--idle-timeout", str(idle),
+    ]  # fmt: skip
+    started = time.monotonic()
+    with open(state_dir / _LOG, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=state_dir,
+            env=_server_env(state_dir),
+            start_new_session=True,  # its own process group: stop_server kills watchdog and server together
+        )
+    _children[proc.pid] = proc
+    try:
+        deadline = started + startup_timeout_s
+        while not _healthy(root_url, timeout_s=2):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded LLM server exited with code {proc.returncode} while starting; "
+                    f"log {state_dir / _LOG}:\n{_log_tail(state_dir)}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the embedded LLM server was not healthy after {startup_timeout_s:.0f} s; "
+                    f"log {state_dir / _LOG}:\n{_log_tail(state_dir)}"
+                )
+            time.sleep(0.5)
+        try:
+            _warm_up(root_url, served, max(10.0, deadline - time.monotonic()))
+        except (OSError, http.client.HTTPException) as exc:
+            raise RuntimeError(
+                f"the embedded LLM server failed its first request ({exc}); "
+                f"log {state_dir / _LOG}:\n{_log_tail(state_dir)}"
+            ) from exc
+    except BaseException:
+        _kill_group(proc.pid)
+        raise
+    return {
+        "pid": proc.pid,
+        "port": port,
+        "root_url": root_url,
+        "base_url": f"{root_url}/v1",
+        "model": served,
+        "started_at": time.time(),
+        "startup_s": round(time.monotonic() - started, 1),
+    }
+
+
+def _warm_up(root_url: str, served: str, timeout_s: float) -> None:
+    # The first chat request sets up continuous batching (its KV cache and sampling processors);
+    # doing it here keeps that cost, and any failure, out of the callers' first real request.
+    body = {"model": served, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    req = urllib.request.Request(
+        f"{root_url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        resp.read()
+
+
+# ---- inside the server process tree ------------------------------------------------------------
+
+
+def _watchdog(model: str, port: int, state_dir: Path, idle_timeout_s: float) -> int:
+    """Run `transformers serve` and stop it once nothing has used it for `idle_timeout_s`."""
+    cmd = [
+        sys.executable, "-m", "resources.embedded", "transformers-serve", model,
+        "--continuous-batching", "--host", _HOST, "--port", str(port),
+        "--cb-num-blocks", str(_CB_NUM_BLOCKS), "--cb-max-batch-tokens", str(_CB_MAX_BATCH_TOKENS),
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+    def terminate(*_: object) -> None:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        sys.exit(server.wait())
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    started = time.time()
+    poll_s = min(30.0, max(0.5, idle_timeout_s / 10))
+    while server.poll() is None:
+        time.sleep(poll_s)
+        if time.time() - _last_use(state_dir, started) < idle_timeout_s:
+            continue
+        with _locked(state_dir):  # ensure_server touches before locking, so it sees a fresh use here
+            if time.time() - _last_use(state_dir, started) < idle_timeout_s:
+                continue
+            print(f"[glan] idle for {idle_timeout_s:.0f} s, stopping the embedded server", flush=True)
+            state = _read_state(state_dir)
+            if state is not None and state.get("pid") == os.getpid():
+                (state_dir / _STATE).unlink(missing_ok=True)
+            terminate()
+    return server.returncode
+
+
+def _last_use(state_dir: Path, started: float) -> float:
+    # Served requests count too: the server logs each one, so a batch longer than the timeout survives.
+    times = [started]
+    for name in (_USED, _LOG):
+        try:
+            times.append((state_dir / name).stat().st_mtime)
+        except FileNotFoundError:
+            pass
+    return max(times)
+
+
+_SAMPLING: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("glan_sampling", default={})
+
+
+def _request_sampling(gen_config: Any) -> dict[str, float]:
+    if not gen_config.do_sample:  # the handler's translation of temperature 0
+        return {"temperature": 1e-4, "top_p": 1.0}  # as good as greedy: one token keeps all the mass
+    return {
+        "temperature": float(gen_config.temperature if gen_config.temperature is not None else 1.0),
+        "top_p": float(gen_config.top_p if gen_config.top_p is not None else 1.0),
+    }
+
+
+def _patch_per_request_sampling() -> None:
+    """Make continuous batching honour each request's temperature and top_p.
+
+    `transformers serve` builds the batch's sampling from its first request and ignores them on
+    every later one. Continuous batching itself supports per-request values; the server does not
+    pass them. This passes them: per_request_processors on, and each request's values handed to
+    `add_request` through a context variable. Without the internals it expects, it changes nothing.
+    """
+    try:
+        from transformers.cli.serving.utils import CBGenerateManager
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+        from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
+
+        init_cb = CBGenerateManager.init_cb
+        generate_streaming = CBGenerateManager.generate_streaming
+        generate_non_streaming = CBGenerateManager.generate_non_streaming
+        add_request = ContinuousBatchingManager.add_request
+        ContinuousBatchingConfig().per_request_processors  # noqa: B018 -- the flag must exist
+    except (ImportError, AttributeError) as exc:
+        print(f"[glan] per-request sampling not patched ({exc}); the first request's applies", flush=True)
+        return
+
+    def patched_init_cb(self: Any, model: Any, gen_config: Any) -> None:
+        if self._cb is None:
+            cb_config = copy.copy(self._cb_config or ContinuousBatchingConfig())
+            cb_config.per_request_processors = True
+            self._cb_config = cb_config
+            gen_config = copy.deepcopy(gen_config)
+            # Processors exist only for values set (not 1.0) at start; every request then sets its own.
+            gen_config.do_sample, gen_config.temperature, gen_config.top_p = True, 0.7, 0.95
+        init_cb(self, model, gen_config)
+
+    def patched_generate_streaming(self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any):
+        token = _SAMPLING.set(_request_sampling(gen_config))
+        try:
+            return generate_streaming(self, model, processor, inputs, gen_config, **kw)
+        finally:
+            _SAMPLING.reset(token)
+
+    async def patched_generate_non_streaming(
+        self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any
+    ):
+        token = _SAMPLING.set(_request_sampling(gen_config))
+        try:
+            return await generate_non_streaming(self, model, processor, inputs, gen_config, **kw)
+        finally:
+            _SAMPLING.reset(token)
+
+    def patched_add_request(self: Any, *args: Any, **kwargs: Any):
+        return add_request(self, *args, **{**_SAMPLING.get(), **kwargs})
+
+    CBGenerateManager.init_cb = patched_init_cb
+    CBGenerateManager.generate_streaming = patched_generate_streaming
+    CBGenerateManager.generate_non_streaming = patched_generate_non_streaming
+    ContinuousBatchingManager.add_request = patched_add_request
+
+
+def _transformers_serve(argv: list[str]) -> None:
+    _patch_per_request_sampling()
+    from transformers.cli.transformers import app  # not main(): that first checks PyPI for updates
+
+    app(["serve", *argv], prog_name="transformers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["transformers-serve"]:  # its flags are transformers serve's own
+        _transformers_serve(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m resources.embedded")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the embedded server under the idle watchdog")
+    serve.add_argument("--model", required=True, help="local model directory")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--state-dir", type=Path, required=True)
+    serve.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S)
+    sub.add_parser("stop", help="stop the shared embedded server")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _watchdog(args.model, args.port, args.state_dir, args.idle_timeout)
+    stop_server()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

