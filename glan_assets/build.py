@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
+from glan_assets.checks import ALL_CHECKS
 from glan_assets.definitions import GENERATION_ASSETS
 from glan_assets.partitions import discipline_partitions, partition_changes
 from resources.settings import GenerationSettings, resources_from_env
@@ -36,6 +37,7 @@ class DisciplineSummary:
     seconds: float
     run_id: str
     levels: list[LevelSummary] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -58,7 +60,7 @@ def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummar
     """Materialize one discipline's partitions, taxonomy through answers, in one run."""
     start = time.monotonic()
     result = dg.materialize(
-        GENERATION_ASSETS,
+        [*GENERATION_ASSETS, *ALL_CHECKS],
         partition_key=discipline,
         instance=instance,
         resources=resources_from_env(),
@@ -73,6 +75,9 @@ def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummar
         levels.append(
             LevelSummary(mat.asset_key.to_user_string(), *(int(md.get(k, 0)) for k in ("rows", "rejects", "llm_calls", "cache_hits")))
         )
+    failed_checks = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+    ]
     error = ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
@@ -80,7 +85,9 @@ def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummar
             f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
             for e in failures
         )
-    return DisciplineSummary(discipline, result.success, time.monotonic() - start, result.run_id, levels, error)
+    return DisciplineSummary(
+        discipline, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error
+    )
 
 
 def _build_in_worker(instance_ref: InstanceRef, discipline: str) -> DisciplineSummary:

@@ -70,6 +70,8 @@ def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool) -> 
         calls = sum(lv.llm_calls for lv in s.levels)
         hits = sum(lv.cache_hits for lv in s.levels)
         click.echo(f"[{mark}] {s.discipline}: {s.seconds:.0f}s, {calls} LLM calls, {hits} cached | {levels}")
+        if s.failed_checks:
+            click.echo(f"       failed checks: {', '.join(s.failed_checks)}")
         if s.error:
             click.echo(f"       {s.error}")
 

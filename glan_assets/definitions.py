@@ -4,6 +4,7 @@ the environment (see `resources/settings.py`)."""
 import dagster as dg
 
 from glan_assets.answers import answers
+from glan_assets.checks import ALL_CHECKS
 from glan_assets.disciplines import disciplines
 from glan_assets.fields import fields
 from glan_assets.jobs import build_discipline, refresh_taxonomy
@@ -20,6 +21,7 @@ GENERATION_ASSETS = [fields, disciplines, subjects, syllabi, sessions, questions
 
 defs = dg.Definitions(
     assets=[taxonomy_proposals, *GENERATION_ASSETS],
+    asset_checks=ALL_CHECKS,
     jobs=[build_discipline, refresh_taxonomy],
     sensors=[taxonomy_sensor],
     resources=resources_from_env(),

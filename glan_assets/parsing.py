@@ -28,13 +28,13 @@ def _candidates(text: str) -> list[object]:
         start = min((i for i in (block.find("{"), block.find("[")) if i >= 0), default=-1)
         if start < 0:
             continue
+        lines = [json_repair.loads(ln) for ln in block.splitlines() if ln.strip().startswith("{")]
+        if len(lines) > 1:  # JSON lines: one item per line
+            found.append([x for x in lines if isinstance(x, dict)])
         try:
             found.append(json_repair.loads(block[start:]))
         except Exception:  # json_repair raises on inputs it cannot mend
             pass
-        lines = [json_repair.loads(ln) for ln in block.splitlines() if ln.strip().startswith("{")]
-        if len(lines) > 1:
-            found.append([x for x in lines if isinstance(x, dict)])
     return found
 
 

@@ -15,14 +15,23 @@ class Prompt:
     name: str
     system: str
     user: str
+    # Worked (user, assistant) turns shown before the real request. Small models copy a
+    # demonstrated JSON shape far more reliably than they follow a described one.
+    examples: tuple[tuple[str, str], ...] = ()
 
     @property
     def version(self) -> str:
-        return content_hash([self.system, self.user])[:12]
+        return content_hash([self.system, self.user, self.examples])[:12]
 
     def messages(self, **values: object) -> list[dict]:
+        shots = [
+            {"role": role, "content": text}
+            for user, assistant in self.examples
+            for role, text in (("user", user), ("assistant", assistant))
+        ]
         return [
             {"role": "system", "content": self.system.format(**values)},
+            *shots,
             {"role": "user", "content": self.user.format(**values)},
         ]
 
@@ -38,8 +47,16 @@ PROPOSE_NODES = Prompt(
     system="You are an expert in the structure of human knowledge and of university curricula.",
     user=(
         "In a taxonomy of human knowledge and capabilities, {parent} has these {kind_plural}: "
-        "{existing}.\nPropose up to {count} further {kind_plural} that are missing. "
-        'Reply with JSON: {{"proposals": [{{"name": "...", "reason": "..."}}]}}'
+        "{existing}.\nPropose up to {count} further {kind_plural} that are missing, as JSON."
+    ),
+    examples=(
+        (
+            'In a taxonomy of human knowledge and capabilities, the sub-field "Earth Sciences" of "Natural '
+            'Sciences" has these disciplines: Geology.\nPropose up to 2 further disciplines that are '
+            "missing, as JSON.",
+            '{"proposals": [{"name": "Oceanography", "reason": "the study of the oceans is missing"}, '
+            '{"name": "Meteorology", "reason": "weather and climate are missing"}]}',
+        ),
     ),
 )
 
@@ -58,10 +75,16 @@ SUBJECTS = Prompt(
 SUBJECTS_FORMAT = Prompt(
     "subjects_format",
     system="You turn text into JSON. Reply with JSON only.",
-    user=(
-        "Extract every subject from the text below. Reply with JSON of the form "
-        '{{"subjects": [{{"subject_name": "...", "level": "...", "subtopics": ["...", "..."]}}]}}\n\n'
-        "Text:\n{text}"
+    user="Extract every subject from the text below as JSON.\n\nText:\n{text}",
+    examples=(
+        (
+            "Extract every subject from the text below as JSON.\n\nText:\nChemistry students start with "
+            "general chemistry (atoms, bonds) in high school, then organic chemistry (carbon compounds, "
+            "reactions) at university.",
+            '{"subjects": [{"subject_name": "General Chemistry", "level": "high school", "subtopics": '
+            '["atoms", "bonds"]}, {"subject_name": "Organic Chemistry", "level": "undergraduate", '
+            '"subtopics": ["carbon compounds", "reactions"]}]}',
+        ),
     ),
 )
 
@@ -78,10 +101,16 @@ SYLLABUS = Prompt(
 SESSIONS = Prompt(
     "sessions",
     system="You turn text into JSON. Reply with JSON only.",
-    user=(
-        "Extract the class sessions of this syllabus, in order, with their key concepts. Reply "
-        'with JSON of the form {{"sessions": [{{"title": "...", "key_concepts": ["...", "..."]}}]}}\n\n'
-        "Syllabus:\n{syllabus}"
+    user="Extract the class sessions of this syllabus, in order, with their key concepts, as JSON.\n\n"
+    "Syllabus:\n{syllabus}",
+    examples=(
+        (
+            "Extract the class sessions of this syllabus, in order, with their key concepts, as JSON.\n\n"
+            "Syllabus:\nWeek 1: Cells - membranes, organelles, cell division.\nWeek 2: Genetics - DNA, "
+            "genes, inheritance.",
+            '{"sessions": [{"title": "Cells", "key_concepts": ["membranes", "organelles", "cell division"]}, '
+            '{"title": "Genetics", "key_concepts": ["DNA", "genes", "inheritance"]}]}',
+        ),
     ),
 )
 

@@ -36,22 +36,41 @@ def plan_questions(
     sessions = sorted(sessions, key=lambda s: s.session_index)
     if not sessions:
         return []
-    plans = []
+    plans: list[QuestionPlan] = []
+    seen: set[tuple] = set()
     for index in range(count):
         rng = item_rng(seed, syllabus_id, index)
-        if len(sessions) >= 2 and rng.random() < harder_fraction:
-            first, last = sorted(rng.sample(range(len(sessions)), 2))
-            picked = (sessions[first], sessions[last])
-            # At least one concept from each session, so the question really spans both.
-            concepts = [rng.choice(picked[0].key_concepts), rng.choice(picked[1].key_concepts)]
-            rest = [c for s in picked for c in s.key_concepts if c not in concepts]
-            low, high = harder_concepts
-            extra = rng.randint(max(low, 2), max(min(high, len(rest) + 2), 2)) - 2
-            concepts += rng.sample(rest, min(extra, len(rest)))
-            plans.append(QuestionPlan(index, "harder", picked, tuple(concepts)))
-        else:
-            session = rng.choice(sessions)
-            low, high = basic_concepts
-            k = rng.randint(min(low, len(session.key_concepts)), min(high, len(session.key_concepts)))
-            plans.append(QuestionPlan(index, "basic", (session,), tuple(rng.sample(session.key_concepts, k))))
+        # Redraw a plan that repeats an earlier one's sessions and concepts (a few tries: a
+        # short syllabus may have fewer distinct plans than questions asked for).
+        for _ in range(10):
+            plan = _draw(rng, index, sessions, harder_fraction, basic_concepts, harder_concepts)
+            key = (tuple(s.session_id for s in plan.sessions), frozenset(plan.key_concepts))
+            if key not in seen:
+                break
+        seen.add(key)
+        plans.append(plan)
     return plans
+
+
+def _draw(
+    rng: random.Random,
+    index: int,
+    sessions: list[SessionRow],
+    harder_fraction: float,
+    basic_concepts: tuple[int, int],
+    harder_concepts: tuple[int, int],
+) -> QuestionPlan:
+    if len(sessions) >= 2 and rng.random() < harder_fraction:
+        first, last = sorted(rng.sample(range(len(sessions)), 2))
+        picked = (sessions[first], sessions[last])
+        # At least one concept from each session, so the question really spans both.
+        concepts = [rng.choice(picked[0].key_concepts), rng.choice(picked[1].key_concepts)]
+        rest = [c for s in picked for c in s.key_concepts if c not in concepts]
+        low, high = harder_concepts
+        extra = rng.randint(max(low, 2), max(min(high, len(rest) + 2), 2)) - 2
+        concepts += rng.sample(rest, min(extra, len(rest)))
+        return QuestionPlan(index, "harder", picked, tuple(concepts))
+    session = rng.choice(sessions)
+    low, high = basic_concepts
+    k = rng.randint(min(low, len(session.key_concepts)), min(high, len(session.key_concepts)))
+    return QuestionPlan(index, "basic", (session,), tuple(rng.sample(session.key_concepts, k)))

@@ -41,3 +41,9 @@ def test_sampling_is_seeded_per_question():
 def test_one_session_gives_only_basic_questions():
     plans = plan_questions("syl_x", sessions(1), count=10, harder_fraction=1.0, seed=0)
     assert {p.kind for p in plans} == {"basic"}
+
+
+def test_questions_of_a_syllabus_do_not_repeat_a_plan():
+    plans = plan_questions("syl_x", sessions(4), count=30, harder_fraction=0.5, seed=3)
+    keys = [(tuple(s.session_id for s in p.sessions), frozenset(p.key_concepts)) for p in plans]
+    assert len(set(keys)) == len(keys)
