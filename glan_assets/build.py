@@ -13,7 +13,7 @@ import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
 from glan_assets.checks import ALL_CHECKS
-from glan_assets.definitions import GENERATION_ASSETS
+from glan_assets.definitions import GENERATION_ASSETS, TRAINING_ASSETS
 from glan_assets.partitions import discipline_partitions, partition_changes
 from resources.settings import GenerationSettings, resources_from_env
 from resources.storage import DuckDBStore
@@ -56,11 +56,16 @@ def sync_partitions(
     return added, removed
 
 
-def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummary:
-    """Materialize one discipline's partitions, taxonomy through answers, in one run."""
+LEVELS = [a.key.to_user_string() for a in (*GENERATION_ASSETS, *TRAINING_ASSETS)]
+
+
+def build_one(instance: dg.DagsterInstance, discipline: str, until: str = "answers") -> DisciplineSummary:
+    """Materialize one discipline's partitions, from its taxonomy node to `until`, in one run."""
     start = time.monotonic()
+    assets = GENERATION_ASSETS[: min(LEVELS.index(until), len(GENERATION_ASSETS) - 1) + 1]
+    checked = {a.key for a in assets}
     result = dg.materialize(
-        [*GENERATION_ASSETS, *ALL_CHECKS],
+        [*assets, *(c for c in ALL_CHECKS if {k.asset_key for k in c.check_keys} <= checked)],
         partition_key=discipline,
         instance=instance,
         resources=resources_from_env(),
@@ -78,20 +83,44 @@ def build_one(instance: dg.DagsterInstance, discipline: str) -> DisciplineSummar
     failed_checks = [
         f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
     ]
-    error = ""
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
-        error = "; ".join(
-            f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
-            for e in failures
-        )
+    error = "" if result.success else failure_message(result)
     return DisciplineSummary(
         discipline, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error
     )
 
 
-def _build_in_worker(instance_ref: InstanceRef, discipline: str) -> DisciplineSummary:
-    return build_one(dg.DagsterInstance.from_ref(instance_ref), discipline)
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """Each failed step with its error's first line of explanation."""
+    return "; ".join(
+        f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
+        for e in result.all_events
+        if e.is_step_failure
+    )
+
+
+def _build_in_worker(instance_ref: InstanceRef, discipline: str, until: str) -> DisciplineSummary:
+    return build_one(dg.DagsterInstance.from_ref(instance_ref), discipline, until)
+
+
+def train(instance: dg.DagsterInstance, recipe: str, until: str = "model_checkpoint") -> list[dg.ExecuteInProcessResult]:
+    """The training set from every discipline's answers, then the recipe's checkpoint."""
+    results = []
+    for asset in TRAINING_ASSETS[: LEVELS.index(until) - len(GENERATION_ASSETS) + 1]:
+        partitioned = asset.partitions_def is not None
+        results.append(
+            dg.materialize(
+                [asset],
+                partition_key=recipe if partitioned else None,
+                instance=instance,
+                resources=resources_from_env(),
+                run_config=QUIET,
+                raise_on_error=False,
+                tags={"glan/launched_by": "glan build"},
+            )
+        )
+        if not results[-1].success:
+            break
+    return results
 
 
 def build(
@@ -99,17 +128,18 @@ def build(
     disciplines: list[str],
     workers: int = 4,
     on_done: Callable[[DisciplineSummary], None] = lambda s: None,
+    until: str = "answers",
 ) -> list[DisciplineSummary]:
     """Build the disciplines, `workers` runs at a time (one in-process when workers is 1)."""
     if workers <= 1 or len(disciplines) <= 1:
         summaries = []
         for key in disciplines:
-            summaries.append(build_one(instance, key))
+            summaries.append(build_one(instance, key, until))
             on_done(summaries[-1])
         return summaries
     summaries = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_build_in_worker, instance.get_ref(), key) for key in disciplines]
+        futures = [pool.submit(_build_in_worker, instance.get_ref(), key, until) for key in disciplines]
         for future in as_completed(futures):
             summaries.append(future.result())
             on_done(summaries[-1])

@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 import dagster as dg
 
-from glan_assets.build import DisciplineSummary, build, sync_partitions
+from glan_assets.build import LEVELS, DisciplineSummary, build, failure_message, sync_partitions, train
+from glan_assets.definitions import GENERATION_ASSETS
 from glan_assets.ids import table_of
 from glan_assets.lineage import LINEAGE_VIEW, chain
+from glan_assets.release import export_dataset
 from glan_assets.schemas import ProposalRow
 from glan_assets.taxonomy_file import TaxonomyError, add_node
 from resources.llm import EndpointUnreachable
@@ -39,8 +41,12 @@ def main() -> None:
 @click.option("--discipline", "-d", "disciplines", multiple=True, help="Build only these (repeatable).")
 @click.option("--workers", default=4, show_default=True, help="Disciplines built at once.")
 @click.option("--keep-server", is_flag=True, help="Leave the embedded model server running afterwards.")
-def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool) -> None:
-    """Register partitions from the taxonomy and build everything, or the named disciplines."""
+@click.option("--until", type=click.Choice(LEVELS), default=LEVELS[-1], show_default=True,
+              help="The last level to build.")
+@click.option("--recipe", default="demo", show_default=True, help="Training recipe (GLAN_RECIPES) for the checkpoint.")
+def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool, until: str, recipe: str) -> None:
+    """Register partitions from the taxonomy and build everything, or the named disciplines,
+    through the training set and the recipe's model checkpoint."""
     res = resources_from_env()
     settings, store, llm = res["settings"], res["store"], res["llm"]
     try:
@@ -76,17 +82,37 @@ def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool) -> 
             click.echo(f"       {s.error}")
 
     try:
-        summaries = build(instance, keys, workers=workers, on_done=report)
+        summaries = build(instance, keys, workers=workers, on_done=report, until=until)
     finally:
         if embedded and not keep_server:
             server.stop_server()
     ok = sum(s.success for s in summaries)
     click.echo(f"\nbuilt {ok}/{len(summaries)} disciplines in {time.monotonic() - start:.0f}s")
+    trained_ok = True
+    if ok and until in LEVELS[len(GENERATION_ASSETS):]:
+        click.echo(f"training: {' -> '.join(LEVELS[len(GENERATION_ASSETS): LEVELS.index(until) + 1])} ...")
+        for result in train(instance, recipe, until):
+            for event in result.get_asset_materialization_events():
+                mat = event.event_specific_data.materialization
+                md = {k: v.value for k, v in mat.metadata.items()}
+                shown = {k: md[k] for k in TRAINING_SUMMARY if k in md}
+                click.echo(f"[{click.style('ok  ', fg='green')}] {mat.asset_key.to_user_string()}: {shown}")
+            if not result.success:
+                trained_ok = False
+                click.echo(f"[{click.style('FAIL', fg='red')}] {failure_message(result)}")
     click.echo(f"data:     {Path(store.path).resolve()} (tables fields ... answers, view lineage)")
     click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     click.echo("UI:       .venv/bin/dagster dev   (then open http://127.0.0.1:3000)")
-    if ok < len(summaries):
+    if ok < len(summaries) or not trained_ok:
         sys.exit(1)
+
+
+# What `glan build` prints of the training assets' metadata.
+TRAINING_SUMMARY = (
+    "train", "test", "exact_duplicates_removed", "near_duplicates_removed", "contaminated_removed",
+    "steps", "tokens_per_s", "heldout_loss_base", "heldout_loss_tuned", "checkpoint",
+)
+
 
 
 @main.command()
@@ -113,10 +139,28 @@ def _short(value: object, width: int = 100) -> str:
 
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-def export(fmt: str, path: Path) -> None:
-    """Write every question/answer pair with its lineage columns to PATH."""
-    store = resources_from_env()["store"]
+@click.option("--layout", type=click.Choice(["pairs", "dataset"]), default="pairs", show_default=True,
+              help="pairs: one file, every pair with its lineage columns. dataset: a folder of the "
+              "curated training set (train/test splits and a dataset card) that Hugging Face "
+              "`datasets.load_dataset(PATH)` loads.")
+@click.argument("path", type=click.Path(path_type=Path))
+def export(fmt: str, layout: str, path: Path) -> None:
+    """Write the pairs (or the training set as a dataset release) to PATH."""
+    res = resources_from_env()
+    store = res["store"]
+    if layout == "dataset":
+        llm = res["llm"]
+        sampling = {
+            stage: llm.sampling(stage).model_dump(include={"temperature", "top_p", "max_tokens"})
+            for stage in ("subjects", "syllabus", "questions", "answers")
+        }
+        try:
+            written = export_dataset(store, path, fmt, sampling)
+        except ValueError as exc:
+            _fail(str(exc))
+        for name, file in written.items():
+            click.echo(f"wrote {name}: {file}")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
     with store.connect() as con:
@@ -196,6 +240,25 @@ def _vote(proposal_ids: tuple[str, ...], keep: bool) -> None:
     store.replace_rows(ProposalRow, list(proposals.values()))
     if keep:
         click.echo(f"added to {settings.taxonomy_path}; run `glan build` or let the sensor pick it up")
+
+
+@main.command()
+@click.option("--checkpoint", "recipe", default="demo", show_default=True, help="The recipe whose checkpoint to load.")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.argument("prompt", required=False)
+def chat(recipe: str, max_new_tokens: int, prompt: str | None) -> None:
+    """Answer PROMPT (or each line typed) with the base model plus the recipe's adapter."""
+    from resources.training import chat as reply
+    from resources.training import load_for_chat
+
+    directory = resources_from_env()["training"].checkpoint_dir(recipe)
+    try:
+        model, tokenizer = load_for_chat(directory)
+    except FileNotFoundError as exc:
+        _fail(f"{exc}; build it with `glan build --recipe {recipe}`")
+    prompts = [prompt] if prompt else (line.strip() for line in sys.stdin if line.strip())
+    for text in prompts:
+        click.echo(reply(model, tokenizer, text, max_new_tokens=max_new_tokens))
 
 
 @main.command("server")

@@ -12,7 +12,8 @@ import dagster as dg
 
 from glan_assets.taxonomy_file import Taxonomy, load_taxonomy
 from resources.llm import STAGES, LLMResource, Sampling
-from resources.storage import DuckDBStore
+from resources.storage import DuckDBStore, db_path
+from resources.training import TrainingSettings
 
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "glan_assets" / "data" / "taxonomy.yaml"
 
@@ -68,11 +69,6 @@ class GenerationSettings(dg.ConfigurableResource):
         return cls(**values)
 
 
-def db_path(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("GLAN_DB", "data/glan.duckdb"))
-
-
 def llm_from_env(env: dict[str, str] | None = None) -> LLMResource:
     """`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `GLAN_MODEL`; per stage `GLAN_<STAGE>_MODEL` and
     `GLAN_<STAGE>_PRICE` ("prompt,completion" USD per million tokens, default `GLAN_PRICE`)."""
@@ -110,4 +106,5 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict:
         "llm": llm_from_env(env),
         "store": DuckDBStore(path=str(db_path(env))),
         "settings": GenerationSettings.from_env(env),
+        "training": TrainingSettings.from_env(env),
     }

@@ -7,10 +7,11 @@ connection, retries the file lock (DuckDB allows one writer process), and refuse
 replace stored rows with nothing.
 """
 
+import os
 import time
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,12 @@ _SCALARS: dict[type, tuple[str, pa.DataType]] = {
     float: ("DOUBLE", pa.float64()),
     bool: ("BOOLEAN", pa.bool_()),
 }
+
+
+def db_path(env: Mapping[str, str] | None = None) -> Path:
+    """`GLAN_DB`: the DuckDB file; the cache and checkpoints default to its folder."""
+    env = os.environ if env is None else env
+    return Path(env.get("GLAN_DB", "data/glan.duckdb"))
 
 
 class EmptyOutputError(Exception):

@@ -35,7 +35,7 @@ def test_four_partitions_build_at_once_without_lock_failures(project, fake_llm):
     project.taxonomy.write_text(FOUR)
     fake_llm.delay_s = 0.05  # keeps the four runs overlapping
 
-    proc = glan(project, "build", "--workers", "4")
+    proc = glan(project, "build", "--workers", "4", "--until", "answers")
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("[ok  ]") == 4
@@ -47,7 +47,7 @@ def test_four_partitions_build_at_once_without_lock_failures(project, fake_llm):
 def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_llm):
     fake_llm.delay_s = 0.3
     env = project.subprocess_env() | {"GLAN_MAX_CONCURRENCY": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--workers", "1", "--until", "answers"],
                             env=env, cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
@@ -60,7 +60,7 @@ def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_
     fake_llm.requests.clear()
     fake_llm.delay_s = 0
 
-    resumed = glan(project, "build", "--workers", "1")
+    resumed = glan(project, "build", "--workers", "1", "--until", "answers")
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     repeated = [json.dumps(r["messages"]) for r in fake_llm.requests if json.dumps(r["messages"]) in first_run]
@@ -70,7 +70,7 @@ def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_
 
 
 def test_lineage_and_export(project, tmp_path):
-    assert glan(project, "build").returncode == 0
+    assert glan(project, "build", "--until", "answers").returncode == 0
     answer = DuckDBStore(path=str(project.db)).read(AnswerRow)[0]
 
     chain = glan(project, "lineage", answer.answer_id)
@@ -106,7 +106,7 @@ def test_taxonomy_proposals_wait_for_a_person(project):
 
 
 def test_dagster_cli_materializes_one_partition(project):
-    assert glan(project, "build", "-d", "Physics").returncode == 0  # registers partitions in DAGSTER_HOME
+    assert glan(project, "build", "-d", "Physics", "--until", "answers").returncode == 0  # registers partitions in DAGSTER_HOME
     with duckdb.connect(str(project.db)) as con:
         con.execute("DELETE FROM answers WHERE discipline = 'Physics'")
 
@@ -118,3 +118,39 @@ def test_dagster_cli_materializes_one_partition(project):
 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(DuckDBStore(path=str(project.db)).read(AnswerRow, "Physics")) == 4
+
+
+TINY_RECIPE = """\
+recipes:
+  - name: tiny
+    base_model: gemma3-270m
+    lora_dropout: 0.0
+    learning_rate: 1.0e-3
+    lr_scheduler: constant
+    max_length: 64
+    batch_size: 4
+    max_steps: 2
+"""
+
+
+def test_glan_build_goes_through_the_checkpoint_and_glan_chat_answers(project, tmp_path):
+    recipes = tmp_path / "recipes.yaml"
+    recipes.write_text(TINY_RECIPE)
+    project.env |= {"GLAN_RECIPES": str(recipes), "OMP_NUM_THREADS": "1"}
+
+    built = glan(project, "build", "--recipe", "tiny")
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "training: training_set -> model_checkpoint" in built.stdout
+    assert "heldout_loss_tuned" in built.stdout
+    checkpoint = project.db.parent / "checkpoints" / "tiny"
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+
+    answered = glan(project, "chat", "--checkpoint", "tiny", "--max-new-tokens", "8", "What is a vector?")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.strip()
+
+    release = tmp_path / "release"
+    exported = glan(project, "export", "--layout", "dataset", str(release))
+    assert exported.returncode == 0, exported.stderr
+    assert (release / "README.md").is_file() and (release / "data" / "train.jsonl").is_file()

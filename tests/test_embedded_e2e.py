@@ -28,7 +28,7 @@ def test_glan_build_runs_end_to_end_on_the_embedded_model(tmp_path):
         "GLAN_EMBEDDED_STATE": str(tmp_path / "embedded"),
     }
 
-    proc = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers"], env=env, capture_output=True,
                           text=True, timeout=1100)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,239 @@
+"""Curating question/answer pairs into a training set: dedup, decontamination, held-out split.
+
+Pure functions over rows. Every choice is deterministic given the pairs, so a rebuild on
+the same data gives the same set, and the first of a group of duplicates (by pair id) is
+the one kept.
+"""
+
+import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from glan_assets.ids import content_hash
+from glan_assets.training_schemas import (
+    BenchmarkItem,
+    ContaminationRow,
+    RemovedPairRow,
+    TrainingPairRow,
+)
+
+# The fields benchmarks keep their question in: GSM8K/MMLU/ARC use `question`,
+# HumanEval/MBPP-style code sets `prompt`.
+TEXT_FIELDS = ("question", "prompt")
+ID_FIELDS = ("id", "task_id", "question_id")
+
+
+def normalize(text: str) -> str:
+    """Case-, width- and whitespace-insensitive form of a text."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def words(text: str) -> list[str]:
+    """The normalized words of a text, punctuation dropped."""
+    return re.findall(r"\w+", normalize(text))
+
+
+def exact_duplicates(pairs: Sequence[TrainingPairRow]) -> dict[str, str]:
+    """Removed pair id -> kept pair id, for pairs whose normalized instruction and response
+    both equal an earlier pair's."""
+    first: dict[str, str] = {}
+    removed: dict[str, str] = {}
+    for pair in sorted(pairs, key=lambda p: p.pair_id):
+        key = content_hash([normalize(pair.instruction), normalize(pair.response)])
+        if key in first:
+            removed[pair.pair_id] = first[key]
+        else:
+            first[key] = pair.pair_id
+    return removed
+
+
+def shingles(text: str, size: int) -> set[str]:
+    """Word `size`-grams of a text; a shorter text is one shingle."""
+    tokens = words(text)
+    if len(tokens) <= size:
+        return {" ".join(tokens)} if tokens else set()
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def near_duplicates(
+    pairs: Sequence[TrainingPairRow],
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    shingle_words: int = 5,
+    seed: int = 1,
+) -> dict[str, str]:
+    """Removed pair id -> kept pair id, for pairs whose instruction+response shingles have an
+    estimated Jaccard similarity of at least `threshold` with an earlier kept pair's.
+
+    MinHashLSH proposes candidates in time proportional to the data; each candidate is
+    checked against its MinHash estimate, so LSH's false positives are not removed.
+    """
+    # Imported here: datasketch pulls in scipy (0.7 s), and every Dagster process imports this module.
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # One set of permutations for every signature: generating them is the costly part.
+    template = MinHash(num_perm=num_perm, seed=seed)
+    kept: dict[str, MinHash] = {}
+    removed: dict[str, str] = {}
+    for pair in sorted(pairs, key=lambda p: p.pair_id):
+        grams = shingles(f"{pair.instruction}\n{pair.response}", shingle_words)
+        if not grams:
+            continue
+        sig = MinHash(num_perm=num_perm, seed=seed, permutations=template.permutations, scheme="affine32")
+        sig.update_batch([g.encode() for g in grams])
+        matches = [k for k in lsh.query(sig) if kept[k].jaccard(sig) >= threshold]
+        if matches:
+            removed[pair.pair_id] = min(matches)
+        else:
+            lsh.insert(pair.pair_id, sig)
+            kept[pair.pair_id] = sig
+    return removed
+
+
+def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
+    """Benchmark items from JSONL files, one object a line with a `question` or `prompt`.
+
+    Raises ValueError naming the file and line of a line that is not a JSON object or that
+    has neither field, and FileNotFoundError for a missing file.
+    """
+    items: list[BenchmarkItem] = []
+    for path in map(Path, paths):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            text = next((record[f] for f in TEXT_FIELDS if isinstance(record.get(f), str)), None)
+            if not text:
+                raise ValueError(f"{path}:{number}: no {' or '.join(TEXT_FIELDS)} field with text")
+            item_id = next((str(record[f]) for f in ID_FIELDS if f in record), f"line {number}")
+            items.append(BenchmarkItem(file=str(path), line=number, item_id=item_id, text=text))
+    return items
+
+
+def find_contamination(
+    pairs: Sequence[TrainingPairRow], items: Sequence[BenchmarkItem], ngram: int = 13
+) -> list[ContaminationRow]:
+    """One row per (pair, benchmark item) whose instruction shares a word `ngram`-gram with
+    the item's question, with the first such n-gram.
+
+    An item shorter than `ngram` words matches when the instruction contains all of it.
+    """
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        tokens = words(item.text)
+        size = min(ngram, len(tokens))
+        for gram in {tuple(tokens[j : j + size]) for j in range(len(tokens) - size + 1)}:
+            index[gram].append(i)
+    sizes = sorted({len(g) for g in index})
+    rows: list[ContaminationRow] = []
+    for pair in sorted(pairs, key=lambda p: p.pair_id):
+        tokens = words(pair.instruction)
+        matched: dict[int, tuple[str, ...]] = {}
+        for size in sizes:
+            for j in range(len(tokens) - size + 1):
+                gram = tuple(tokens[j : j + size])
+                for i in index.get(gram, ()):
+                    matched.setdefault(i, gram)
+        for i, gram in sorted(matched.items()):
+            item = items[i]
+            rows.append(
+                ContaminationRow(
+                    contamination_id=f"cont_{content_hash([pair.pair_id, item.file, item.item_id])[:16]}",
+                    pair_id=pair.pair_id,
+                    discipline=pair.discipline,
+                    benchmark_file=item.file,
+                    benchmark_item=item.item_id,
+                    ngram=" ".join(gram),
+                )
+            )
+    return rows
+
+
+def hold_out(pairs: Sequence[TrainingPairRow], per_discipline: int, seed: int = 0) -> list[TrainingPairRow]:
+    """The pairs with `split` set: up to `per_discipline` of each discipline's pairs are 'test'.
+
+    A pair's rank is a hash of the seed and its id, within its discipline: a rebuild picks
+    the same pairs, and adding a discipline leaves the others' splits alone. Never more
+    than half a discipline's pairs are held out, so a small discipline still trains.
+    """
+    by_discipline: dict[str, list[TrainingPairRow]] = defaultdict(list)
+    for pair in pairs:
+        by_discipline[pair.discipline].append(pair)
+    test: set[str] = set()
+    for group in by_discipline.values():
+        ranked = sorted(group, key=lambda p: content_hash([seed, p.pair_id]))
+        test.update(p.pair_id for p in ranked[: min(per_discipline, len(group) // 2)])
+    return [p.model_copy(update={"split": "test" if p.pair_id in test else "train"}) for p in pairs]
+
+
+class Curation(BaseModel):
+    """What curation kept (with splits), what it removed and why, and the benchmark matches."""
+
+    input_pairs: int
+    kept: list[TrainingPairRow]
+    removed: list[RemovedPairRow]
+    contamination: list[ContaminationRow]
+
+    def counts(self) -> dict[str, int]:
+        reasons = Counter(r.reason for r in self.removed)
+        splits = Counter(p.split for p in self.kept)
+        return {
+            "input_pairs": self.input_pairs,
+            "exact_duplicates_removed": reasons["exact_duplicate"],
+            "near_duplicates_removed": reasons["near_duplicate"],
+            "contaminated_removed": reasons["contaminated"],
+            "train": splits["train"],
+            "test": splits["test"],
+        }
+
+
+def curate(
+    pairs: Sequence[TrainingPairRow],
+    benchmark_items: Sequence[BenchmarkItem],
+    *,
+    heldout_per_discipline: int,
+    near_dup_threshold: float = 0.8,
+    num_perm: int = 128,
+    shingle_words: int = 5,
+    ngram: int = 13,
+    seed: int = 0,
+) -> Curation:
+    """Exact dedup, then near dedup, then decontamination of what is left, then the split."""
+    removed: list[RemovedPairRow] = []
+
+    def drop(reason: str, pair_ids: dict[str, str], pool: list[TrainingPairRow]) -> list[TrainingPairRow]:
+        for pair in pool:
+            if pair.pair_id in pair_ids:
+                removed.append(
+                    RemovedPairRow(
+                        pair_id=pair.pair_id,
+                        answer_id=pair.answer_id,
+                        discipline=pair.discipline,
+                        reason=reason,
+                        kept_pair_id=pair_ids[pair.pair_id],
+                    )
+                )
+        return [p for p in pool if p.pair_id not in pair_ids]
+
+    pool = sorted(pairs, key=lambda p: p.pair_id)
+    pool = drop("exact_duplicate", exact_duplicates(pool), pool)
+    pool = drop("near_duplicate", near_duplicates(pool, near_dup_threshold, num_perm, shingle_words), pool)
+    contamination = find_contamination(pool, benchmark_items, ngram)
+    pool = drop("contaminated", {c.pair_id: "" for c in contamination}, pool)
+    return Curation(
+        input_pairs=len(pairs),
+        kept=hold_out(pool, heldout_per_discipline, seed),
+        removed=removed,
+        contamination=contamination,
+    )
