@@ -241,11 +241,13 @@ class _Run:
                 return Reply(request, text=text, value=parse_structured(text, self.schema), attempts=attempt)
             except ParseError as exc:
                 error = str(exc)
-            # Show the model its own output and the schema it missed, then ask again.
+            # Show the model its own output and ask again. A prompt with a worked example points
+            # back to it: small models echo a JSON schema instead of following it.
+            shown = any(m["role"] == "assistant" for m in request.messages)
+            form = "in the form of the example above" if shown else f"matching this schema: {schema_hint(self.schema)}"
             messages = [
                 *request.messages,
                 {"role": "assistant", "content": text},
-                {"role": "user", "content": f"That could not be used ({error}). Reply with only JSON "
-                 f"that matches this schema: {schema_hint(self.schema)}"},
+                {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
             ]
         return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)

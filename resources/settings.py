@@ -29,7 +29,7 @@ PROFILES: dict[str, tuple[int | float, int | float]] = {
     "questions_per_syllabus": (2, 500),
     "harder_question_fraction": (0.5, 0.5),
 }
-DEMO_MAX_TOKENS = 384
+DEMO_MAX_TOKENS = 256
 
 
 class GenerationSettings(dg.ConfigurableResource):

@@ -239,10 +239,16 @@ def prompt_and_response(
 def encode(
     tokenizer: "PreTrainedTokenizerBase", pairs: Sequence[TrainingPairRow], max_length: int
 ) -> tuple[list[Example], int]:
-    """(examples, how many pairs were dropped because truncation left no response token)."""
+    """(examples, how many pairs were dropped because truncation left no response token).
+
+    A long instruction is cut from its start, keeping its end and the response marker, so
+    that at least half the window is left for the response: a rambling question would
+    otherwise truncate every response token away.
+    """
     examples, dropped = [], 0
     for pair in pairs:
         prompt, response = prompt_and_response(tokenizer, pair.instruction, pair.response)
+        prompt = prompt[-max(max_length - len(response), max_length // 2) :]
         ids = (prompt + response)[:max_length]
         labels = ([-100] * len(prompt) + response)[:max_length]
         if all(label == -100 for label in labels):

@@ -12,18 +12,9 @@ import duckdb
 
 from glan_assets.schemas import AnswerRow
 from resources.storage import DuckDBStore
+from tests.conftest import TINY_TAXONOMY
 
-FOUR = """\
-fields:
-  - name: Natural Sciences
-    sub_fields:
-      - name: Physical Sciences
-        disciplines:
-          - name: Physics
-          - name: Astronomy
-          - name: Chemistry
-          - name: Geology
-"""
+FOUR = TINY_TAXONOMY + "          - name: Chemistry\n          - name: Geology\n"
 
 
 def glan(project, *args, **kwargs) -> subprocess.CompletedProcess:
