@@ -174,11 +174,13 @@ class _Run:
             pass  # some endpoints do not list models; reachable is all this checks
         return client
 
-    def payload(self, messages: list[dict], sample_index: int) -> dict:
+    def payload(self, messages: list[dict], sample_index: int, attempt: int = 1) -> dict:
+        # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
+        temperature = self.sampling.temperature if attempt == 1 else max(self.sampling.temperature, 0.8)
         body = {
             "model": self.model,
             "messages": messages,
-            "temperature": self.sampling.temperature,
+            "temperature": temperature,
             "top_p": self.sampling.top_p,
             "max_tokens": self.sampling.max_tokens,
             "sample_index": sample_index,
@@ -190,8 +192,8 @@ class _Run:
             }
         return body
 
-    async def complete(self, messages: list[dict], sample_index: int) -> str:
-        body = self.payload(messages, sample_index)
+    async def complete(self, messages: list[dict], sample_index: int, attempt: int = 1) -> str:
+        body = self.payload(messages, sample_index, attempt)
         key = cache_key(body)
         cached = self.cache.get(key)
         if cached is not None:
@@ -228,7 +230,7 @@ class _Run:
         text = ""
         for attempt in range(1, attempts + 1):
             try:
-                text = await self.complete(messages, request.sample_index)
+                text = await self.complete(messages, request.sample_index, attempt)
             except openai.APITimeoutError:
                 return Reply(request, error=f"timed out after {self.llm.max_retries} retries", attempts=attempt)
             except openai.APIStatusError as exc:

@@ -21,7 +21,7 @@ DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "glan_assets" / "dat
 # sessions with ~5 key concepts; ~500 questions per syllabus reach 10M pairs over 126
 # disciplines.
 PROFILES: dict[str, tuple[int | float, int | float]] = {
-    "subject_queries": (1, 10),
+    "subject_queries": (2, 10),
     "max_subjects_per_discipline": (2, 0),
     "sessions_min": (2, 10),
     "sessions_max": (3, 30),
@@ -37,7 +37,7 @@ class GenerationSettings(dg.ConfigurableResource):
 
     taxonomy_path: str = str(DEFAULT_TAXONOMY)
     seed: int = 0
-    subject_queries: int = 1
+    subject_queries: int = 2
     max_subjects_per_discipline: int = 2
     sessions_min: int = 2
     sessions_max: int = 3
