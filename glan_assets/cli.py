@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 import dagster as dg
 
-from glan_assets.build import LEVELS, DisciplineSummary, build, failure_message, sync_partitions, train
+from glan_assets.build import (
+    LEVELS,
+    DisciplineSummary,
+    LevelProgress,
+    LevelSummary,
+    build,
+    failure_message,
+    sync_partitions,
+    train,
+)
 from glan_assets.definitions import GENERATION_ASSETS
 from glan_assets.ids import table_of
 from glan_assets.lineage import LINEAGE_VIEW, chain
@@ -70,9 +79,18 @@ def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool, unt
         click.echo(f"  serving at {endpoint.base_url}")
     start = time.monotonic()
 
+    def rejected(lv: LevelSummary) -> str:
+        return f" (+{lv.rejects} rejected)" if lv.rejects else ""
+
+    def progress(p: LevelProgress) -> None:
+        lv = p.level
+        outcome = click.style("FAILED", fg="red") if p.failed else f"{lv.rows} rows"
+        click.echo(f"  {p.discipline} · {lv.asset}: {outcome}{rejected(lv)}, {lv.llm_calls} LLM calls, "
+                   f"{lv.cache_hits} cached  [{p.seconds:.0f}s]")
+
     def report(s: DisciplineSummary) -> None:
         mark = click.style("ok  ", fg="green") if s.success else click.style("FAIL", fg="red")
-        levels = ", ".join(f"{lv.asset} {lv.rows}" + (f" (+{lv.rejects} rejected)" if lv.rejects else "") for lv in s.levels)
+        levels = ", ".join(f"{lv.asset} {lv.rows}{rejected(lv)}" for lv in s.levels)
         calls = sum(lv.llm_calls for lv in s.levels)
         hits = sum(lv.cache_hits for lv in s.levels)
         click.echo(f"[{mark}] {s.discipline}: {s.seconds:.0f}s, {calls} LLM calls, {hits} cached | {levels}")
@@ -82,7 +100,7 @@ def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool, unt
             click.echo(f"       {s.error}")
 
     try:
-        summaries = build(instance, keys, workers=workers, on_done=report, until=until)
+        summaries = build(instance, keys, workers=workers, on_done=report, until=until, on_progress=progress)
     finally:
         if embedded and not keep_server:
             server.stop_server()
@@ -114,11 +132,14 @@ TRAINING_SUMMARY = (
 )
 
 
+# What `glan lineage` calls each table's rows.
+ROW_LABELS = {"syllabi": "syllabus", "training_set": "pair", "training_removed": "pair (removed)"}
+
 
 @main.command()
 @click.argument("item_id")
 def lineage(item_id: str) -> None:
-    """Print an item's chain up to its field: answer -> question -> ... -> field."""
+    """Print an item's chain up to its field: pair -> answer -> question -> ... -> field."""
     store = resources_from_env()["store"]
     try:
         table_of(item_id)
@@ -129,7 +150,7 @@ def lineage(item_id: str) -> None:
         data = row.model_dump()
         ident = data.pop(row.id_column)
         text = "; ".join(f"{k}={_short(v)}" for k, v in data.items() if k != row.parent_column)
-        click.echo(f"{'  ' * depth}{row.table[:-1] if row.table != 'syllabi' else 'syllabus'} {ident}: {text}")
+        click.echo(f"{'  ' * depth}{ROW_LABELS.get(row.table, row.table[:-1])} {ident}: {text}")
 
 
 def _short(value: object, width: int = 100) -> str:

@@ -15,6 +15,7 @@ PREFIXES = {
     "qst": "questions",
     "ans": "answers",
     "prp": "taxonomy_proposals",
+    "pair": "training_set",  # made by training_schemas.pair_id_of; a removed pair is in training_removed
 }
 
 

@@ -12,10 +12,17 @@ from glan_assets.schemas import (
     SyllabusRow,
     TableRow,
 )
+from glan_assets.training_schemas import RemovedPairRow, TrainingPairRow
 from resources.storage import DuckDBStore
 
 ROW_TYPES: dict[str, type[TableRow]] = {
     t.table: t for t in (FieldRow, DisciplineRow, SubjectRow, SyllabusRow, SessionRow, QuestionRow, AnswerRow)
+}
+
+# The row types an id's table (from its prefix) may hold it in: a pair that curation left
+# out is in training_removed, with the same parent as a kept one.
+LOOKUP: dict[str, tuple[type[TableRow], ...]] = {t: (rt,) for t, rt in ROW_TYPES.items()} | {
+    TrainingPairRow.table: (TrainingPairRow, RemovedPairRow)
 }
 
 # One row per answer with every ancestor's id and the text a reviewer wants beside it.
@@ -45,13 +52,19 @@ def chain(store: DuckDBStore, item_id: str) -> list[TableRow]:
     found: list[TableRow] = []
     current: str | None = item_id
     while current:
-        row_type = ROW_TYPES[table_of(current)]
-        rows = store.read(row_type, where=f"{row_type.id_column} = ?", params=[current])
-        if not rows:
-            raise KeyError(f"no {row_type.table} row with id {current}")
-        found.append(rows[0])
-        current = getattr(rows[0], row_type.parent_column) if row_type.parent_column else None
+        row = _row(store, current)
+        found.append(row)
+        current = getattr(row, row.parent_column) if row.parent_column else None
     return found
+
+
+def _row(store: DuckDBStore, item_id: str) -> TableRow:
+    table = table_of(item_id)
+    for row_type in LOOKUP[table]:
+        rows = store.read(row_type, where=f"{row_type.id_column} = ?", params=[item_id])
+        if rows:
+            return rows[0]
+    raise KeyError(f"no {table} row with id {item_id}")
 
 
 def preview_pairs(store: DuckDBStore, discipline: str, limit: int = 5) -> str:

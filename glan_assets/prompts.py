@@ -96,6 +96,17 @@ SYLLABUS = Prompt(
         "Divide the course into {sessions_min} to {sessions_max} class sessions. For each class "
         "session give a title and its key concepts (about {concepts} per session)."
     ),
+    # The outline form shown here is what the sessions level reads without another LLM call.
+    examples=(
+        (
+            'Write the syllabus of the undergraduate course "Thermodynamics". It covers: heat, work, '
+            "entropy.\nDivide the course into 2 to 3 class sessions. For each class session give a title "
+            "and its key concepts (about 3 per session).",
+            "Session 1: Heat and Temperature\nKey concepts: temperature, heat capacity, thermal equilibrium\n\n"
+            "Session 2: Work and the First Law\nKey concepts: internal energy, work, first law of "
+            "thermodynamics\n\nSession 3: Entropy\nKey concepts: entropy, second law, heat engines",
+        ),
+    ),
 )
 
 SESSIONS = Prompt(

@@ -11,22 +11,28 @@ from resources.storage import DuckDBStore, EmptyOutputError
 
 
 def rejects_of(asset: str, discipline: str, rejected: Mapping[str, Sequence[Reply]]) -> list[RejectRow]:
-    """A reject row for every unusable reply, per LLM stage."""
-    return [
-        RejectRow(
-            reject_id=f"rej_{content_hash([stage, r.request.item_id, r.request.sample_index])[:16]}",
-            parent_id=r.request.item_id,
-            discipline=discipline,
-            asset=asset,
-            stage=stage,
-            reason=r.error or "",
-            raw_output=r.text,
-            attempts=r.attempts,
-        )
-        for stage, replies in rejected.items()
-        for r in replies
-        if not r.ok
-    ]
+    """A reject row for every unusable reply, and for every listed item a usable reply
+    dropped, per LLM stage."""
+    rows = []
+    for stage, replies in rejected.items():
+        for r in replies:
+            key = [stage, r.request.item_id, r.request.sample_index]
+            failures = [] if r.ok else [(key, r.error or "", r.text)]
+            failures += [([*key, d.index], f"item {d.index} dropped: {d.reason}", d.raw) for d in r.dropped]
+            rows += [
+                RejectRow(
+                    reject_id=f"rej_{content_hash(k)[:16]}",
+                    parent_id=r.request.item_id,
+                    discipline=discipline,
+                    asset=asset,
+                    stage=stage,
+                    reason=reason,
+                    raw_output=raw,
+                    attempts=r.attempts,
+                )
+                for k, reason, raw in failures
+            ]
+    return rows
 
 
 def data_version(rows: Sequence[TableRow]) -> str:

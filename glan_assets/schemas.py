@@ -6,7 +6,9 @@ Every per-discipline table carries `discipline`, the partition key.
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+
+from glan_assets.parsing import outline_sessions
 
 
 class TableRow(BaseModel):
@@ -80,6 +82,7 @@ class SessionRow(TableRow):
     session_index: int
     title: str
     key_concepts: list[str]
+    extracted_by: str  # "outline" when read from the syllabus text, else the extracting model
 
 
 QuestionKind = Literal["basic", "harder"]
@@ -149,7 +152,8 @@ class ProposalRow(TableRow):
 
 
 def _non_blank(items: list[str]) -> list[str]:
-    cleaned = [s.strip() for s in items if s.strip()]
+    # Small models loop ("Chemistry, Chemistry, ..."): keep each item once, in order.
+    cleaned = list(dict.fromkeys(" ".join(s.split()) for s in items if s.strip()))
     if not cleaned:
         raise ValueError("needs at least one non-blank item")
     return cleaned
@@ -158,10 +162,12 @@ def _non_blank(items: list[str]) -> list[str]:
 NonBlankList = Annotated[list[str], AfterValidator(_non_blank)]
 
 
+# The aliases are key names small models write instead of the schema's; the schema sent to
+# the endpoint names only the first.
 class SubjectSpec(BaseModel):
-    subject_name: str = Field(min_length=1)
-    level: str = Field(min_length=1)
-    subtopics: NonBlankList
+    subject_name: str = Field(min_length=1, validation_alias=AliasChoices("subject_name", "name", "subject"))
+    level: str = Field(min_length=1, validation_alias=AliasChoices("level", "subject_level"))
+    subtopics: NonBlankList = Field(validation_alias=AliasChoices("subtopics", "sub_topics", "topics"))
 
 
 class SubjectList(BaseModel):
@@ -169,12 +175,18 @@ class SubjectList(BaseModel):
 
 
 class ClassSession(BaseModel):
-    title: str = Field(min_length=1)
-    key_concepts: NonBlankList
+    title: str = Field(min_length=1, validation_alias=AliasChoices("title", "session", "name"))
+    key_concepts: NonBlankList = Field(validation_alias=AliasChoices("key_concepts", "concepts", "keys", "key_concept"))
 
 
 class SessionList(BaseModel):
     sessions: list[ClassSession] = Field(min_length=1)
+
+    @classmethod
+    def from_plain_text(cls, text: str) -> dict | None:
+        """A model that copies the syllabus instead of writing JSON still lists its sessions."""
+        sessions = outline_sessions(text)
+        return {"sessions": sessions} if sessions else None
 
 
 class NodeProposal(BaseModel):

@@ -84,10 +84,10 @@ def training_set(
         ngram=training.contamination_ngram,
         seed=training.split_seed,
     )
-    # The audit tables first: a failure in between leaves the previous training set whole.
-    store.replace_rows(RemovedPairRow, result.removed)
-    store.replace_rows(ContaminationRow, result.contamination)
-    store.replace_rows(TrainingPairRow, result.kept)
+    # Together, so the audit tables always explain the training set stored beside them.
+    store.replace_tables(
+        {RemovedPairRow: result.removed, ContaminationRow: result.contamination, TrainingPairRow: result.kept}
+    )
     counts = result.counts()
     context.log.info(", ".join(f"{k} {v}" for k, v in counts.items()))
     return dg.MaterializeResult(

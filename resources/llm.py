@@ -15,7 +15,7 @@ import dagster as dg
 import openai
 from pydantic import BaseModel
 
-from glan_assets.parsing import ParseError, parse_structured, schema_hint
+from glan_assets.parsing import Dropped, ParseError, example_echoes, parse_structured, schema_hint
 from resources.cache import ResponseCache, cache_key
 
 
@@ -49,6 +49,7 @@ class Reply:
     value: BaseModel | None = None
     error: str | None = None  # why the output cannot be used; None when it can
     attempts: int = 1
+    dropped: list[Dropped] = field(default_factory=list)  # listed items that did not validate
 
     @property
     def ok(self) -> bool:
@@ -225,6 +226,7 @@ class _Run:
 
     async def reply(self, request: Request) -> Reply:
         messages = list(request.messages)
+        echoes = example_echoes(messages)
         attempts = self.llm.parse_attempts if self.schema is not None else 1
         error = ""
         text = ""
@@ -240,7 +242,8 @@ class _Run:
                     return Reply(request, text=text.strip(), attempts=attempt)
                 return Reply(request, text=text, error="empty completion", attempts=attempt)
             try:
-                return Reply(request, text=text, value=parse_structured(text, self.schema), attempts=attempt)
+                parsed = parse_structured(text, self.schema, echoes)
+                return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
             except ParseError as exc:
                 error = str(exc)
             # Show the model its own output and ask again. A prompt with a worked example points

@@ -105,22 +105,14 @@ class DuckDBStore(dg.ConfigurableResource):
         With no rows, only the rejects are recorded and EmptyOutputError is raised,
         so the rows stored before stay.
         """
-        with self.connect() as con:
-            con.begin()
-            try:
-                self._ensure_table(con, RejectRow)
-                con.execute(
-                    "DELETE FROM rejects WHERE discipline = ? AND asset = ?", [discipline, row_type.table]
-                )
-                self._insert(con, RejectRow, rejects)
-                if rows:
-                    self._ensure_table(con, row_type)
-                    con.execute(f"DELETE FROM {row_type.table} WHERE discipline = ?", [discipline])
-                    self._insert(con, row_type, rows)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self._transaction() as con:
+            self._ensure_table(con, RejectRow)
+            con.execute("DELETE FROM rejects WHERE discipline = ? AND asset = ?", [discipline, row_type.table])
+            self._insert(con, RejectRow, rejects)
+            if rows:
+                self._ensure_table(con, row_type)
+                con.execute(f"DELETE FROM {row_type.table} WHERE discipline = ?", [discipline])
+                self._insert(con, row_type, rows)
         if not rows:
             raise EmptyOutputError(
                 f"{row_type.table}[{discipline}]: no usable rows ({len(rejects)} rejects, see the "
@@ -132,20 +124,18 @@ class DuckDBStore(dg.ConfigurableResource):
     ) -> None:
         """Replace a whole unpartitioned table in one transaction, and its asset's rejects
         when given."""
-        with self.connect() as con:
-            con.begin()
-            try:
-                if rejects is not None:
-                    self._ensure_table(con, RejectRow)
-                    con.execute("DELETE FROM rejects WHERE asset = ?", [row_type.table])
-                    self._insert(con, RejectRow, rejects)
-                self._ensure_table(con, row_type)
-                con.execute(f"DELETE FROM {row_type.table}")
-                self._insert(con, row_type, rows)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self._transaction() as con:
+            if rejects is not None:
+                self._ensure_table(con, RejectRow)
+                con.execute("DELETE FROM rejects WHERE asset = ?", [row_type.table])
+                self._insert(con, RejectRow, rejects)
+            self._replace_table(con, row_type, rows)
+
+    def replace_tables(self, tables: Mapping[type[TableRow], Sequence[TableRow]]) -> None:
+        """Replace whole unpartitioned tables in one transaction: all of them change or none."""
+        with self._transaction() as con:
+            for row_type, rows in tables.items():
+                self._replace_table(con, row_type, rows)
 
     def read(
         self, row_type: type[T], discipline: str | None = None, where: str = "", params: Sequence = ()
@@ -180,23 +170,36 @@ class DuckDBStore(dg.ConfigurableResource):
     def delete_discipline(self, discipline: str) -> dict[str, int]:
         """Remove a discipline's rows from every table, in one transaction."""
         removed: dict[str, int] = {}
+        with self._transaction() as con:
+            tables = con.execute(
+                "SELECT table_name FROM duckdb_columns() JOIN duckdb_tables() USING (schema_name, table_name) "
+                "WHERE column_name = 'discipline' AND schema_name = 'main'"
+            ).fetchall()
+            for (table,) in tables:
+                n = con.execute(
+                    f'DELETE FROM "{table}" WHERE discipline = ?', [discipline]
+                ).fetchone()[0]
+                removed[table] = n
+        return removed
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection in one transaction: committed when the block ends, rolled back if it raises."""
         with self.connect() as con:
             con.begin()
             try:
-                tables = con.execute(
-                    "SELECT table_name FROM duckdb_columns() JOIN duckdb_tables() USING (schema_name, table_name) "
-                    "WHERE column_name = 'discipline' AND schema_name = 'main'"
-                ).fetchall()
-                for (table,) in tables:
-                    n = con.execute(
-                        f'DELETE FROM "{table}" WHERE discipline = ?', [discipline]
-                    ).fetchone()[0]
-                    removed[table] = n
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return removed
+
+    def _replace_table(
+        self, con: duckdb.DuckDBPyConnection, row_type: type[TableRow], rows: Sequence[TableRow]
+    ) -> None:
+        self._ensure_table(con, row_type)
+        con.execute(f"DELETE FROM {row_type.table}")
+        self._insert(con, row_type, rows)
 
     @staticmethod
     def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -229,7 +232,7 @@ class DuckDBStore(dg.ConfigurableResource):
         if not rows:
             return
         con.register("incoming", to_arrow(row_type, rows))
-        try:
-            con.execute(f"INSERT INTO {row_type.table} BY NAME SELECT * FROM incoming")
-        finally:
-            con.unregister("incoming")
+        # Not in a `finally`: after a failed insert the transaction is aborted, unregister would
+        # raise over the real error, and closing the connection drops the view anyway.
+        con.execute(f"INSERT INTO {row_type.table} BY NAME SELECT * FROM incoming")
+        con.unregister("incoming")

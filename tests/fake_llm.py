@@ -8,7 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def _reply_for(messages: list[dict]) -> str:
+def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False) -> str:
     system, user = messages[0]["content"], messages[-1]["content"]
     if "Extract every subject" in user:
         topic = re.search(r"Subjects of (.+?):", user)
@@ -16,13 +16,16 @@ def _reply_for(messages: list[dict]) -> str:
         return json.dumps({"subjects": [
             {"subject_name": f"Introduction to {name}", "level": "undergraduate", "subtopics": ["basics", "history"]},
             {"subject_name": f"Advanced {name}", "level": "graduate", "subtopics": ["theory", "practice"]},
-            {"subject_name": f"{name} Lab", "level": "undergraduate", "subtopics": ["experiments"]},
+            {"subject_name": f"{name} Lab", "level": "undergraduate", "subtopics": [] if broken else ["experiments"]},
         ]})
     if "List the subjects" in user:
         name = re.search(r'learn in "(.+?)"', user).group(1)
         return f"Subjects of {name}: Introduction to {name}; Advanced {name}; {name} Lab."
     if "Write the syllabus" in user:
         course = re.search(r'course "(.+?)"', user).group(1)
+        if outline:  # the form the syllabus prompt's worked example shows
+            return (f"Session 1: Foundations of {course}\nKey concepts: definitions, units\n\n"
+                    f"Session 2: Methods of {course}\nKey concepts: models, measurement")
         return f"Syllabus of {course}.\nSession 1: Foundations of {course}.\nSession 2: Methods of {course}.\nSession 3: Frontiers."
     if "Extract the class sessions" in user:
         course = re.search(r"Syllabus of (.+?)\.", user).group(1)
@@ -48,6 +51,8 @@ class FakeLLM:
         self.fail_next: list[tuple[int, dict]] = []  # (status, headers) returned before answering
         self.garbage_for: str | None = None  # answer prose to prompts containing this text
         self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
+        self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
+        self.broken_items = False  # one listed subject breaks the schema (no subtopics)
         self.completed: list[dict] = []  # requests whose response was fully sent
         self.lock = threading.Lock()
         fake = self
@@ -80,7 +85,7 @@ class FakeLLM:
                 prompt = body["messages"][-1]["content"]
                 shown = "\n".join(m["content"] for m in body["messages"])
                 garbage = fake.garbage_for and fake.garbage_for in shown
-                text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"])
+                text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
                 time.sleep(fake.delay_s)
                 self._send(200, {
                     "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],

@@ -1,7 +1,17 @@
-"""Building disciplines end to end against the fake endpoint."""
+"""Building disciplines end to end against the fake endpoint, and the build's worker pool."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from glan_assets.build import DisciplineSummary, LevelProgress, build, sync_partitions
 from glan_assets.lineage import chain
-from glan_assets.schemas import AnswerRow, QuestionRow, SubjectRow
+from glan_assets.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from resources.storage import DuckDBStore
 
 
@@ -19,3 +29,116 @@ def test_build_fills_every_level_with_linked_rows(project):
     tables = [type(r).table for r in chain(store, answers[0].answer_id)]
     assert tables == ["answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"]
     assert len(store.read(SubjectRow, "Physics")) == 2
+
+
+
+def build_reporting(project, fake_llm, *disciplines: str) -> list[tuple[LevelProgress | DisciplineSummary, int]]:
+    """Build in-process as `project.build` does, keeping what is reported, in order, each
+    with how many LLM calls had completed by then."""
+    res = project.resources()
+    sync_partitions(project.instance, res["settings"], res["store"])
+    reported = []
+
+    def keep(item: LevelProgress | DisciplineSummary) -> None:
+        reported.append((item, len(fake_llm.completed)))
+
+    build(project.instance, list(disciplines), workers=1, on_done=keep, on_progress=keep)
+    return reported
+
+
+def test_each_level_is_reported_once_while_its_run_is_in_flight(project, fake_llm):
+    fake_llm.delay_s = 0.2  # a run of some seconds, so the build polls during it
+
+    reported = build_reporting(project, fake_llm, "Physics", "Astronomy")
+
+    done = [i for i, (r, _) in enumerate(reported) if isinstance(r, DisciplineSummary)]
+    assert [reported[i][0].discipline for i in done] == ["Physics", "Astronomy"]
+    for previous, end in zip([-1, *done], done):
+        summary, calls_when_done = reported[end]
+        assert summary.success, summary.error
+        progress = reported[previous + 1 : end]
+        assert [p.level for p, _ in progress] == summary.levels  # the same counts, each level once
+        assert all(p.discipline == summary.discipline and not p.failed and p.seconds >= 0 for p, _ in progress)
+        assert progress[0][1] < calls_when_done  # the first while its LLM calls went on
+
+
+def test_a_failed_level_is_reported_with_its_rejects(project, fake_llm):
+    fake_llm.garbage_for = "Extract the class sessions"
+
+    *progress, summary = [r for r, _ in build_reporting(project, fake_llm, "Physics")]
+
+    assert not summary.success
+    assert [(p.level.asset, p.failed) for p in progress][-2:] == [("syllabi", False), ("sessions", True)]
+    failed = progress[-1].level
+    assert (failed.rows, failed.rejects) == (0, 2) and failed.llm_calls > 0  # from the failure's metadata
+
+
+def test_sessions_of_a_syllabus_outline_are_read_without_an_llm_call(project, fake_llm):
+    fake_llm.outline_syllabi = True
+    summaries = project.build("Physics")
+    assert summaries[0].success, summaries[0].error
+
+    sessions = DuckDBStore(path=str(project.db)).read(SessionRow, "Physics")
+    assert {s.extracted_by for s in sessions} == {"outline"}
+    assert {(s.session_index, tuple(s.key_concepts)) for s in sessions} == {
+        (1, ("definitions", "units")),
+        (2, ("models", "measurement")),
+    }
+    assert not [p for p in fake_llm.prompts() if "Extract the class sessions" in p]
+
+
+def test_sessions_past_the_number_asked_for_are_not_kept(project, fake_llm, monkeypatch):
+    fake_llm.outline_syllabi = True  # two sessions per syllabus
+    monkeypatch.setenv("GLAN_SESSIONS_MAX", "1")
+    project.build("Physics")
+
+    sessions = DuckDBStore(path=str(project.db)).read(SessionRow, "Physics")
+    assert sorted(s.session_index for s in sessions) == [1, 1]  # one per syllabus, the first
+
+
+# A parent that starts a pool as `glan build` does, prints its workers' pids, and waits.
+POOL_PARENT = """
+import os, time
+from glan_assets.workers import worker_pool
+
+def pid_after(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+pool = worker_pool(2)
+pids = set()
+while len(pids) < 2:
+    pids |= set(pool.map(pid_after, [0.2, 0.2]))
+print(*pids, flush=True)
+time.sleep(600)
+"""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie: nobody may reap an orphan here, and a zombie runs nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+@pytest.mark.timeout(60)
+def test_pool_workers_die_with_a_killed_parent():
+    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2, "the pool did not start"
+        parent.kill()  # SIGKILL: no `with` exit, no atexit
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in workers if running(pid)] == []
+    finally:
+        parent.kill()
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -3,6 +3,7 @@ and Dagster's own CLI, against a real DuckDB file and a real Dagster home."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import time
 
 import duckdb
 
+from glan_assets.build import train
 from glan_assets.schemas import AnswerRow
+from glan_assets.training_schemas import TrainingPairRow
 from resources.storage import DuckDBStore
 from tests.conftest import TINY_TAXONOMY
 
@@ -33,6 +36,27 @@ def test_four_partitions_build_at_once_without_lock_failures(project, fake_llm):
     assert "built 4/4 disciplines" in proc.stdout
     answers = DuckDBStore(path=str(project.db)).read(AnswerRow)
     assert sorted({a.discipline for a in answers}) == ["Astronomy", "Chemistry", "Geology", "Physics"]
+
+
+def test_build_prints_each_level_while_its_run_is_in_flight(project, fake_llm):
+    fake_llm.delay_s = 0.1  # runs of some seconds, so the build polls during them
+    proc = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--workers", "2", "--until", "answers"],
+                            env=project.subprocess_env(), cwd=project.root, stdout=subprocess.PIPE, text=True)
+    lines, calls_when_read = [], []  # each line, and how many LLM calls had completed when it came
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        calls_when_read.append(len(fake_llm.completed))
+    assert proc.wait(timeout=300) == 0, "\n".join(lines)
+
+    first_level = next(i for i, line in enumerate(lines) if " · " in line)
+    first_done = next(i for i, line in enumerate(lines) if line.startswith("[ok  ]"))
+    assert calls_when_read[first_level] < calls_when_read[first_done]  # as it landed, not with a summary
+    for discipline in ("Physics", "Astronomy"):
+        levels = [line.split(" · ")[1].split(":")[0] for line in lines if line.startswith(f"  {discipline} · ")]
+        assert levels == ["fields", "disciplines", "subjects", "syllabi", "sessions", "questions", "answers"]
+        subjects = next(i for i, line in enumerate(lines) if line.startswith(f"  {discipline} · subjects:"))
+        assert re.fullmatch(r"  \w+ · subjects: 2 rows, [1-9]\d* LLM calls, 0 cached  \[\d+s\]", lines[subjects])
+        assert subjects < next(i for i, line in enumerate(lines) if line.startswith(f"[ok  ] {discipline}:"))
 
 
 def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_llm):
@@ -78,6 +102,22 @@ def test_lineage_and_export(project, tmp_path):
         reader = "read_json_auto" if fmt == "jsonl" else "read_parquet"
         rows = duckdb.sql(f"SELECT answer_id, question, answer, field_name, subject_name FROM {reader}('{out}')").fetchall()
         assert len(rows) == 8 and all(r[3] == "Natural Sciences" for r in rows)
+
+
+def test_lineage_of_a_training_pair(project):
+    assert all(s.success for s in project.build())
+    (result,) = train(project.instance, "demo", until="training_set")
+    assert result.success
+    pair = DuckDBStore(path=str(project.db)).read(TrainingPairRow)[0]
+
+    chain = glan(project, "lineage", pair.pair_id)
+
+    assert chain.returncode == 0, chain.stderr
+    lines = chain.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "pair", "answer", "question", "session", "syllabus", "subject", "discipline", "field"
+    ]
+    assert f"pair {pair.pair_id}:" in lines[0] and pair.answer_id in lines[1]
 
 
 def test_taxonomy_proposals_wait_for_a_person(project):

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pytest
 
-from glan_assets.schemas import RejectRow, SessionList, SessionRow, SyllabusRow
+from glan_assets.schemas import RejectRow, SessionList, SessionRow, SubjectRow, SyllabusRow
 from resources.llm import EndpointUnreachable, Request
 from resources.settings import llm_from_env
 from resources.storage import DuckDBStore
@@ -55,6 +55,19 @@ def test_unusable_json_goes_to_rejects_and_the_partition_still_builds(project, f
     assert sessions_level.rejects == 1 and sessions_level.rows == 3
 
 
+def test_a_broken_item_of_a_list_is_a_reject_and_its_siblings_are_kept(project, fake_llm, monkeypatch):
+    fake_llm.broken_items = True  # the third subject of each listing has no subtopics
+    monkeypatch.setenv("GLAN_MAX_SUBJECTS_PER_DISCIPLINE", "0")  # no cap: every valid subject is kept
+    (summary,) = project.build("Physics")
+
+    assert summary.success
+    store = DuckDBStore(path=str(project.db))
+    assert {s.subject_name for s in store.read(SubjectRow, "Physics")} == {"Introduction to Physics", "Advanced Physics"}
+    rejects = [r for r in store.read(RejectRow, "Physics") if r.stage == "subjects_format"]
+    assert rejects and all(r.reason.startswith("item 3 dropped:") and "subtopics" in r.reason for r in rejects)
+    assert all('"Physics Lab"' in r.raw_output for r in rejects)
+
+
 def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, fake_llm):
     project.build("Physics")
     store = DuckDBStore(path=str(project.db))
@@ -96,11 +109,18 @@ def test_the_api_key_is_sent_but_never_stored(project, fake_llm):
 
 
 def test_each_stage_uses_its_own_model_and_sampling(project, fake_llm):
-    env = project.env | {"GLAN_ANSWERS_MODEL": "cheap-model", "GLAN_QUESTIONS_MODEL": "strong-model"}
+    env = project.env | {
+        "GLAN_ANSWERS_MODEL": "cheap-model",
+        "GLAN_QUESTIONS_MODEL": "strong-model",
+        "GLAN_QUESTIONS_TEMPERATURE": "1.0",
+    }
     llm = llm_from_env(env).process_config_and_initialize()
     llm.generate("answers", [Request("q", ASK)])
     llm.generate("questions", [Request("q", ASK)])
     answers_req, questions_req = fake_llm.requests
     assert (answers_req["model"], answers_req["temperature"], answers_req["top_p"]) == ("cheap-model", 0.7, 0.95)
     assert (questions_req["model"], questions_req["temperature"]) == ("strong-model", 1.0)
+    # The demo profile keeps the embedded model at 0.7 or cooler; the paper profile samples as the paper did.
+    assert llm.sampling("syllabus").temperature == 0.7
+    assert llm_from_env(env | {"GLAN_PROFILE": "paper"}).sampling("syllabus").temperature == 1.0
     assert isinstance(llm, dg.ConfigurableResource)

@@ -9,7 +9,7 @@ def sessions(n: int) -> list[SessionRow]:
     return [
         SessionRow(
             session_id=stable_id("ses", "syl", i), syllabus_id="syl_x", discipline="D", session_index=i,
-            title=f"S{i}", key_concepts=[f"c{i}.{k}" for k in range(6)],
+            title=f"S{i}", key_concepts=[f"c{i}.{k}" for k in range(6)], extracted_by="outline",
         )
         for i in range(1, n + 1)
     ]

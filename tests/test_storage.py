@@ -11,7 +11,7 @@ from resources.storage import DuckDBStore, EmptyOutputError
 
 def session(i: int, discipline: str = "Physics", title: str = "t") -> SessionRow:
     return SessionRow(session_id=f"ses_{i}", syllabus_id="syl_1", discipline=discipline,
-                      session_index=i, title=title, key_concepts=["a", "b"])
+                      session_index=i, title=title, key_concepts=["a", "b"], extracted_by="outline")
 
 
 @pytest.fixture
@@ -76,3 +76,19 @@ def test_removing_a_discipline_deletes_it_from_every_table(store):
     store.replace_partition(SessionRow, "Astronomy", [session(2, "Astronomy")])
     assert store.delete_discipline("Physics")["sessions"] == 1
     assert [s.discipline for s in store.read(SessionRow)] == ["Astronomy"]
+
+
+def test_tables_replaced_together_all_change_or_none(store):
+    def reject(reject_id: str) -> RejectRow:
+        return RejectRow(reject_id=reject_id, parent_id="syl_1", discipline="Physics", asset="sessions",
+                         stage="sessions", reason="no JSON found", raw_output="prose", attempts=3)
+
+    with store.connect() as con:  # a rejects table that refuses a repeated id; the store adds the other columns
+        con.execute("CREATE TABLE rejects (reject_id VARCHAR PRIMARY KEY)")
+    store.replace_tables({SessionRow: [session(1)], RejectRow: [reject("rej_1")]})
+
+    with pytest.raises(duckdb.ConstraintException):
+        store.replace_tables({SessionRow: [session(2)], RejectRow: [reject("rej_2"), reject("rej_2")]})
+
+    assert [s.session_id for s in store.read(SessionRow)] == ["ses_1"]
+    assert [r.reject_id for r in store.read(RejectRow)] == ["rej_1"]

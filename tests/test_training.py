@@ -8,6 +8,7 @@ import pytest
 
 from glan_assets.answers import answers
 from glan_assets.curation import load_benchmarks
+from glan_assets.lineage import chain
 from glan_assets.model_checkpoint import model_checkpoint
 from glan_assets.training_schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
 from glan_assets.training_set import training_set
@@ -185,7 +186,11 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
         "input_pairs": 18, "exact_duplicates_removed": 1, "contaminated_removed": 1, "train": 12, "test": 4,
     }
     assert "| Physics | Natural Sciences | 10 | 1 | 0 | 1 | 6 | 2 |" in meta["per_discipline"]
-    assert sorted(r.reason for r in store.read(RemovedPairRow)) == ["contaminated", "exact_duplicate"]
+    removed = store.read(RemovedPairRow)
+    assert sorted(r.reason for r in removed) == ["contaminated", "exact_duplicate"]
+    assert [type(r).table for r in chain(store, removed[0].pair_id)] == [  # a removed pair traces back too
+        "training_removed", "answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"
+    ]
     (contamination,) = store.read(ContaminationRow)
     assert contamination.benchmark_item == "gsm8k-style-001" and contamination.benchmark_file == str(DEFAULT_BENCHMARKS)
     held_out = {p.pair_id for p in store.read(TrainingPairRow, where="split = 'test'")}

@@ -59,7 +59,7 @@ def write_answered_questions(
         [SyllabusRow(syllabus_id=syllabus_id, subject_id=subject_id, discipline=discipline, subject_name=subject,
                      level="undergraduate", syllabus="Session 1: Basics", model=MODEL)],
         [SessionRow(session_id=session_id, syllabus_id=syllabus_id, discipline=discipline, session_index=0,
-                    title="Basics", key_concepts=["basics"])],
+                    title="Basics", key_concepts=["basics"], extracted_by=MODEL)],
         questions,
         answers,
     ]
