@@ -109,12 +109,12 @@ def _list_field(schema: type[BaseModel]) -> tuple[str, type[BaseModel]] | None:
 
 def _wrap(value: object, schema: type[BaseModel]) -> object:
     """Fit a bare list (or one item) into a schema whose single field is that list."""
-    fields = list(schema.model_fields)
-    if len(fields) != 1 or isinstance(value, dict) and fields[0] in value:
+    listed = _list_field(schema)
+    if listed is None or isinstance(value, dict) and listed[0] in value:
         return value
     if isinstance(value, dict):
         value = [value]
-    return {fields[0]: value} if isinstance(value, list) else value
+    return {listed[0]: value} if isinstance(value, list) else value
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -151,6 +151,7 @@ def _keep_valid_items(
     name, item_model = listed
     kept: list[object] = []
     dropped: list[Dropped] = []
+    copies = 0
     for i, item in enumerate(value[name], start=1):
         raw = json.dumps(item, ensure_ascii=False)
         try:
@@ -161,10 +162,11 @@ def _keep_valid_items(
         strings = _strings(valid.model_dump())
         copied = [s for s in strings if s in echoes]
         if 2 * len(copied) >= len(strings):
+            copies += 1
             dropped.append(Dropped(i, raw, f"repeats the worked example ({', '.join(copied)})"))
         else:
             kept.append(valid)
-    if not kept and dropped and all(d.reason.startswith("repeats") for d in dropped):
+    if not kept and dropped and copies == len(dropped):
         raise ParseError(f"every item repeats the worked example: {dropped[0].reason}")
     # With no valid item, validate the whole so the error says what was wrong.
     return ({**value, name: kept}, dropped) if kept else (value, [])

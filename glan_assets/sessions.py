@@ -9,7 +9,6 @@ outline did not have (benchmarks/bench_sessions.py).
 import dagster as dg
 
 from glan_assets.ids import stable_id
-from glan_assets.parsing import outline_sessions
 from glan_assets.partitions import discipline_partitions
 from glan_assets.prompts import SESSIONS, code_version
 from glan_assets.results import store_partition
@@ -41,8 +40,8 @@ def session_rows(
 
 def read_outline(syllabus: str) -> list[ClassSession]:
     """The sessions a syllabus outline lists with key concepts; empty when it lists none."""
-    found = outline_sessions(syllabus)
-    return SessionList.model_validate({"sessions": found}).sessions if found else []
+    found = SessionList.from_plain_text(syllabus)
+    return SessionList.model_validate(found).sessions if found else []
 
 
 @dg.asset(

@@ -226,8 +226,13 @@ class _Run:
 
     async def reply(self, request: Request) -> Reply:
         messages = list(request.messages)
-        echoes = example_echoes(messages)
-        attempts = self.llm.parse_attempts if self.schema is not None else 1
+        structured = self.schema is not None
+        attempts = self.llm.parse_attempts if structured else 1
+        echoes = example_echoes(messages) if structured else frozenset()
+        # A re-ask shows the model its own output. A prompt with a worked example points back to
+        # it: small models echo a JSON schema instead of following it.
+        shown = any(m["role"] == "assistant" for m in messages)
+        form = "in the form of the example above" if shown or not structured else f"matching this schema: {schema_hint(self.schema)}"
         error = ""
         text = ""
         for attempt in range(1, attempts + 1):
@@ -237,7 +242,7 @@ class _Run:
                 return Reply(request, error=f"timed out after {self.llm.max_retries} retries", attempts=attempt)
             except openai.APIStatusError as exc:
                 return Reply(request, error=f"endpoint answered {exc.status_code}: {exc.message}", attempts=attempt)
-            if self.schema is None:
+            if not structured:
                 if text.strip():
                     return Reply(request, text=text.strip(), attempts=attempt)
                 return Reply(request, text=text, error="empty completion", attempts=attempt)
@@ -246,10 +251,6 @@ class _Run:
                 return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
             except ParseError as exc:
                 error = str(exc)
-            # Show the model its own output and ask again. A prompt with a worked example points
-            # back to it: small models echo a JSON schema instead of following it.
-            shown = any(m["role"] == "assistant" for m in request.messages)
-            form = "in the form of the example above" if shown else f"matching this schema: {schema_hint(self.schema)}"
             messages = [
                 *request.messages,
                 {"role": "assistant", "content": text},
