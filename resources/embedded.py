@@ -5,13 +5,12 @@ When no OPENAI_BASE_URL is configured, glan runs offline on a packaged model ser
 lock makes concurrent callers wait for the first) and every later caller reuses it through a state
 file. The server runs under a watchdog (`python -m resources.embedded serve ...`) that stops it
 after `GLAN_EMBEDDED_IDLE_TIMEOUT` seconds without use; `touch()` and served requests count as use.
+Inside the server, `resources.serving_patches` makes sampling and `response_format` per request.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextvars
-import copy
 import fcntl
 import http.client
 import json
@@ -335,77 +334,17 @@ def _last_use(state_dir: Path, started: float) -> float:
     return max(times)
 
 
-_SAMPLING: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("glan_sampling", default={})
-
-
-def _request_sampling(gen_config: Any) -> dict[str, float]:
-    if not gen_config.do_sample:  # the handler's translation of temperature 0
-        return {"temperature": 1e-4, "top_p": 1.0}  # as good as greedy: one token keeps all the mass
-    return {
-        "temperature": float(gen_config.temperature if gen_config.temperature is not None else 1.0),
-        "top_p": float(gen_config.top_p if gen_config.top_p is not None else 1.0),
-    }
-
-
-def _patch_per_request_sampling() -> None:
-    """Make continuous batching honour each request's temperature and top_p.
-
-    `transformers serve` builds the batch's sampling from its first request and ignores them on
-    every later one. Continuous batching itself supports per-request values; the server does not
-    pass them. This passes them: per_request_processors on, and each request's values handed to
-    `add_request` through a context variable. Without the internals it expects, it changes nothing.
-    """
-    try:
-        from transformers.cli.serving.utils import CBGenerateManager
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
-        from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
-
-        init_cb = CBGenerateManager.init_cb
-        generate_streaming = CBGenerateManager.generate_streaming
-        generate_non_streaming = CBGenerateManager.generate_non_streaming
-        add_request = ContinuousBatchingManager.add_request
-        ContinuousBatchingConfig().per_request_processors  # noqa: B018 -- the flag must exist
-    except (ImportError, AttributeError) as exc:
-        print(f"[glan] per-request sampling not patched ({exc}); the first request's applies", flush=True)
-        return
-
-    def patched_init_cb(self: Any, model: Any, gen_config: Any) -> None:
-        if self._cb is None:
-            cb_config = copy.copy(self._cb_config or ContinuousBatchingConfig())
-            cb_config.per_request_processors = True
-            self._cb_config = cb_config
-            gen_config = copy.deepcopy(gen_config)
-            # Processors exist only for values set (not 1.0) at start; every request then sets its own.
-            gen_config.do_sample, gen_config.temperature, gen_config.top_p = True, 0.7, 0.95
-        init_cb(self, model, gen_config)
-
-    def patched_generate_streaming(self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any):
-        token = _SAMPLING.set(_request_sampling(gen_config))
-        try:
-            return generate_streaming(self, model, processor, inputs, gen_config, **kw)
-        finally:
-            _SAMPLING.reset(token)
-
-    async def patched_generate_non_streaming(
-        self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any
-    ):
-        token = _SAMPLING.set(_request_sampling(gen_config))
-        try:
-            return await generate_non_streaming(self, model, processor, inputs, gen_config, **kw)
-        finally:
-            _SAMPLING.reset(token)
-
-    def patched_add_request(self: Any, *args: Any, **kwargs: Any):
-        return add_request(self, *args, **{**_SAMPLING.get(), **kwargs})
-
-    CBGenerateManager.init_cb = patched_init_cb
-    CBGenerateManager.generate_streaming = patched_generate_streaming
-    CBGenerateManager.generate_non_streaming = patched_generate_non_streaming
-    ContinuousBatchingManager.add_request = patched_add_request
-
-
 def _transformers_serve(argv: list[str]) -> None:
-    _patch_per_request_sampling()
+    try:
+        from resources import serving_patches
+
+        serving_patches.install()
+    except (ImportError, AttributeError) as exc:
+        print(
+            f"[glan] transformers serve not patched ({exc}): the first request's sampling applies to all, "
+            "and response_format is ignored",
+            flush=True,
+        )
     from transformers.cli.transformers import app  # not main(): that first checks PyPI for updates
 
     app(["serve", *argv], prog_name="transformers")

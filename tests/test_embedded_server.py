@@ -1,4 +1,5 @@
-"""The packaged-model resolver, and the real embedded `transformers serve` over HTTP.
+"""The packaged-model resolver, grammar-constrained decoding, and the real embedded
+`transformers serve` over HTTP.
 
 The `embedded` tests start a real server in a temporary state dir, so they never touch a user's
 shared server; the converted model stays in the default cache, converted once per machine.
@@ -6,6 +7,9 @@ shared server; the converted model stays in the default cache, converted once pe
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -13,12 +17,22 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+import torch
+from pydantic import BaseModel, Field
 
-from resources import embedded
+from resources import embedded, grammar
 from resources.local_models import PACKAGED_MODELS, local_model_dir
+
+try:
+    from glan_assets.glan.prompts import SESSIONS, SUBJECTS_FORMAT
+    from glan_assets.glan.schemas import SessionList, SubjectList
+except ImportError:
+    from glan_assets.prompts import SESSIONS, SUBJECTS_FORMAT
+    from glan_assets.schemas import SessionList, SubjectList
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,6 +46,113 @@ def test_unknown_model_name_lists_the_known_ones() -> None:
 
 def test_existing_directory_is_used_as_is(tmp_path: Path) -> None:
     assert local_model_dir(str(tmp_path)) == tmp_path
+
+
+def _json_schema(model: type[BaseModel]) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": model.model_json_schema()}}
+
+
+class Pet(BaseModel):
+    name: str = Field(min_length=1)
+    age: int
+    tags: list[str]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = local_model_dir("smollm2-135m-instruct")
+    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+def _constraint(tokenizer: Any, model: type[BaseModel]) -> grammar.Constraint:
+    compiled = grammar.grammar_for(_json_schema(model))
+    return grammar.Constraint(grammar.tokenizer_for(tokenizer, (tokenizer.eos_token_id,)), compiled)
+
+
+def _allowed(constraint: grammar.Constraint) -> list[int]:
+    bits = (grammar.token_bitmask([constraint])[0].unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+    return bits.flatten().nonzero().flatten().tolist()
+
+
+def _greedy(
+    smollm2: tuple[Any, Any], messages: list[dict], model: type[BaseModel], max_tokens: int
+) -> tuple[str, list[int]]:
+    """Greedy decoding of one request under its schema, masked as the server masks it."""
+    tokenizer, lm = smollm2
+    constraint = _constraint(tokenizer, model)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids, past, out = ids["input_ids"], None, []
+    with torch.no_grad():
+        while len(out) < max_tokens and tokenizer.eos_token_id not in out:
+            result = lm(input_ids=ids, past_key_values=past, use_cache=True)
+            past = result.past_key_values
+            constraint.advance(out)
+            bitmask = grammar.token_bitmask([constraint], [max_tokens - len(out)])
+            out.append(int(grammar.mask_logits(result.logits[:, -1].float(), bitmask).argmax()))
+            ids = torch.tensor([out[-1:]])
+    return tokenizer.decode(out, skip_special_tokens=True), out
+
+
+def test_constrained_greedy_decoding_follows_the_schema(smollm2: tuple[Any, Any]) -> None:
+    # Nothing in the prompt asks for JSON: the mask alone makes it.
+    text, tokens = _greedy(smollm2, [{"role": "user", "content": "Tell me about your dog."}], Pet, 128)
+    Pet.model_validate_json(text)
+    assert tokens[-1] == smollm2[0].eos_token_id  # the grammar's end ended the generation
+
+
+def test_a_reply_short_of_tokens_still_closes_its_json(smollm2: tuple[Any, Any]) -> None:
+    # Unconstrained, the model writes about 70 tokens for this.
+    messages = SUBJECTS_FORMAT.messages(
+        text="Phonology (graduate): phonemes, syllable structure, stress\nPhonetics (undergraduate): vowels"
+    )
+    text, tokens = _greedy(smollm2, messages, SubjectList, max_tokens=48)
+    assert len(tokens) <= 48
+    SubjectList.model_validate_json(text)
+
+
+def test_mask_allows_only_schema_valid_tokens(smollm2: tuple[Any, Any]) -> None:
+    tokenizer = smollm2[0]
+    constraint = _constraint(tokenizer, Pet)
+    first = _allowed(constraint)
+    assert first and all(tokenizer.decode([t]).startswith("{") for t in first)
+    assert tokenizer.eos_token_id not in first
+
+    constraint.advance(tokenizer.encode('{"name": "Rex", "age": 3, "tags": ["good"]', add_special_tokens=False))
+    # A closed object: no fourth key, only its end.
+    assert all(tokenizer.decode([t]).startswith("}") for t in _allowed(constraint))
+    constraint.advance([*constraint.tokens, *tokenizer.encode("}", add_special_tokens=False)])
+    assert _allowed(constraint) == [tokenizer.eos_token_id]  # complete: only the end
+
+    wrong = _constraint(tokenizer, Pet)
+    wrong.advance(tokenizer.encode("Sure!", add_special_tokens=False))
+    assert wrong.error is not None
+    assert _allowed(wrong) == [tokenizer.eos_token_id]  # off the grammar: end the reply
+
+
+def test_a_constraint_copies_with_its_position(smollm2: tuple[Any, Any]) -> None:
+    tokenizer = smollm2[0]
+    constraint = _constraint(tokenizer, Pet)
+    constraint.advance(tokenizer.encode('{"name": "Rex"', add_special_tokens=False))
+    clone = copy.deepcopy(constraint)
+    assert _allowed(clone) == _allowed(constraint)
+    clone.advance([*clone.tokens, *tokenizer.encode(', "age": 3', add_special_tokens=False)])
+    assert _allowed(clone) != _allowed(constraint)
+
+
+def test_response_formats() -> None:
+    assert grammar.grammar_for(None) is None
+    assert grammar.grammar_for({"type": "text"}) is None
+    assert grammar.grammar_for({"type": "json_object"})
+    assert json.loads(grammar.grammar_for(_json_schema(SessionList)))  # llguidance's JSON grammar form
+    for unusable in (
+        {"type": "json_schema", "json_schema": {"name": "x"}},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}},
+        {"type": "xml"},
+    ):
+        with pytest.raises(ValueError):
+            grammar.grammar_for(unusable)
 
 
 def _answers(root_url: str) -> bool:
@@ -90,6 +211,77 @@ def test_temperature_zero_is_greedy(state_dir: Path) -> None:
         return resp.choices[0].message.content
 
     assert reply() == reply()
+
+
+@pytest.mark.embedded
+def test_structured_requests_follow_their_schema(state_dir: Path) -> None:
+    endpoint = embedded.ensure_server(state_dir=state_dir)
+    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key="not-needed", timeout=600)
+    subjects = SUBJECTS_FORMAT.messages(
+        text="1. Linear Algebra (undergraduate): vectors, matrices\n2. Number Theory (graduate): primes, congruences"
+    )
+    sessions = SESSIONS.messages(
+        syllabus="Week 1: Cells - membranes, organelles.\nWeek 2: Genetics - DNA, genes.\nWeek 3: Evolution - selection."
+    )
+    # Up to the demo profile's temperature cap. Hotter, the model sometimes writes `[]` or `[""]`
+    # for a list: the JSON schemas allow them, only their pydantic validators refuse them.
+    requests = [
+        (messages, schema, temperature)
+        for temperature in (0.0, 0.4, 0.7)
+        for messages, schema in ((subjects, SubjectList), (sessions, SessionList))
+    ]
+
+    async def structured(messages: list[dict], schema: type[BaseModel], temperature: float) -> str:
+        resp = await client.chat.completions.create(
+            model=endpoint.model,
+            messages=messages,
+            max_tokens=256,
+            temperature=temperature,
+            response_format=_json_schema(schema),
+        )
+        return resp.choices[0].message.content
+
+    async def free_text() -> str:
+        resp = await client.chat.completions.create(
+            model=endpoint.model, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=24
+        )
+        return resp.choices[0].message.content
+
+    async def all_at_once() -> list[str]:
+        return await asyncio.gather(*(structured(*r) for r in requests), free_text())
+
+    *replies, text = asyncio.run(all_at_once())
+    for (_, schema, temperature), reply in zip(requests, replies):
+        assert schema.model_validate_json(reply), (temperature, reply)
+    assert text.strip() and not text.lstrip().startswith("{")  # batched with them, yet unconstrained
+
+
+@pytest.mark.embedded
+def test_streamed_structured_reply_follows_its_schema(state_dir: Path) -> None:
+    endpoint = embedded.ensure_server(state_dir=state_dir)
+    client = openai.OpenAI(base_url=endpoint.base_url, api_key="not-needed", timeout=300)
+    stream = client.chat.completions.create(
+        model=endpoint.model,
+        messages=SESSIONS.messages(syllabus="Session 1: Limits\nKey concepts: limit, continuity"),
+        max_tokens=256,
+        temperature=0.7,
+        response_format=_json_schema(SessionList),
+        stream=True,
+    )
+    SessionList.model_validate_json("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+
+
+@pytest.mark.embedded
+def test_unusable_response_format_is_refused(state_dir: Path) -> None:
+    endpoint = embedded.ensure_server(state_dir=state_dir)
+    client = openai.OpenAI(base_url=endpoint.base_url, api_key="not-needed", timeout=120, max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=endpoint.model,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}},
+        )
 
 
 @pytest.mark.embedded

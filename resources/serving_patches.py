@@ -1,0 +1,192 @@
+"""Patches to `transformers serve` under continuous batching, applied inside the embedded server.
+
+Out of the box the server samples every request with the first request's temperature and top_p,
+and ignores `response_format`. `install()` makes both per request:
+
+- sampling: continuous batching supports per-request temperature and top_p; the server does not
+  pass them. Here each request's values reach `add_request` through a context variable.
+- structure: a chat request with a json_schema (or json_object) `response_format` gets a
+  `resources.grammar.Constraint`, passed the same way, and a logits processor added to the batch
+  masks each constrained request's logits to the tokens its schema allows, every decoding step.
+  Requests without one are left as they were; one whose schema cannot be compiled gets a 400.
+
+Importing this module needs the transformers internals it patches; `resources.embedded` serves
+unpatched when they are missing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+from typing import Any
+
+import torch
+from transformers.cli.serving.chat_completion import ChatCompletionHandler
+from transformers.cli.serving.utils import CBGenerateManager
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from transformers.generation.continuous_batching.cb_logits_processors import (
+    ContinuousBatchingLogitsProcessor,
+    ContinuousBatchingLogitsProcessorList,
+)
+from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
+from transformers.generation.continuous_batching.requests import FutureRequestState, RequestState
+from transformers.generation.logits_process import LogitsProcessorList
+
+from resources import grammar
+
+# The request's compiled grammar, from the handler (which sees the body) to the generate manager
+# (which sees the tokenizer).
+_GRAMMAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("glan_grammar", default=None)
+# Extra `add_request` kwargs of the request being submitted: its sampling values and constraint.
+_REQUEST_KWARGS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("glan_request_kwargs", default={})
+
+
+def install() -> None:
+    """Patch the server; call before it starts. Raises AttributeError if an internal is missing."""
+    cb_config, processors = ContinuousBatchingConfig(), ContinuousBatchingLogitsProcessorList(LogitsProcessorList())
+    for obj, name in [
+        (cb_config, "per_request_processors"),
+        (cb_config, "use_async_batching"),
+        *((processors, n) for n in ("logits_processor", "tensors_required", "supported_keys", "do_processing")),
+        (RequestState(request_id="", initial_tokens=[]), "_true_initial_tokens"),
+    ]:
+        getattr(obj, name)  # the attributes the patches below read or set must exist
+
+    handle_request = ChatCompletionHandler.handle_request
+    init_cb = CBGenerateManager.init_cb
+    generate_streaming = CBGenerateManager.generate_streaming
+    generate_non_streaming = CBGenerateManager.generate_non_streaming
+    add_request = ContinuousBatchingManager.add_request
+    start = ContinuousBatchingManager.start
+
+    async def patched_handle_request(self: Any, body: dict, request_id: str):
+        from fastapi import HTTPException
+
+        # Taken out of the body, which would otherwise log it as an ignored field.
+        body = dict(body)
+        try:
+            compiled = grammar.grammar_for(body.pop("response_format", None))
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        token = _GRAMMAR.set(compiled)
+        try:
+            return await handle_request(self, body, request_id)
+        finally:
+            _GRAMMAR.reset(token)
+
+    def patched_init_cb(self: Any, model: Any, gen_config: Any) -> None:
+        if self._cb is None:
+            cb_config = copy.copy(self._cb_config or ContinuousBatchingConfig())
+            cb_config.per_request_processors = True
+            # A request's mask depends on the token it sampled last step; async batching prepares
+            # the next batch before that token is read back (it is off on CPU anyway).
+            cb_config.use_async_batching = False
+            self._cb_config = cb_config
+            gen_config = copy.deepcopy(gen_config)
+            # Processors exist only for values set (not 1.0) at start; every request then sets its own.
+            gen_config.do_sample, gen_config.temperature, gen_config.top_p = True, 0.7, 0.95
+        init_cb(self, model, gen_config)
+
+    def patched_generate_streaming(self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any):
+        token = _REQUEST_KWARGS.set(_request_kwargs(processor, gen_config))
+        try:
+            return generate_streaming(self, model, processor, inputs, gen_config, **kw)
+        finally:
+            _REQUEST_KWARGS.reset(token)
+
+    async def patched_generate_non_streaming(
+        self: Any, model: Any, processor: Any, inputs: Any, gen_config: Any, **kw: Any
+    ):
+        token = _REQUEST_KWARGS.set(_request_kwargs(processor, gen_config))
+        try:
+            return await generate_non_streaming(self, model, processor, inputs, gen_config, **kw)
+        finally:
+            _REQUEST_KWARGS.reset(token)
+
+    def patched_add_request(self: Any, *args: Any, **kwargs: Any):
+        return add_request(self, *args, **{**_REQUEST_KWARGS.get(), **kwargs})
+
+    def patched_start(self: Any) -> None:
+        # Before the batch processor exists: it sizes its argument storage from this list.
+        processors = self.logit_processor
+        if not any(isinstance(p, GrammarLogitsProcessor) for p in processors.logits_processor):
+            # First, so that temperature and top_p act on the allowed tokens only.
+            processors.logits_processor.insert(0, GrammarLogitsProcessor())
+            processors.tensors_required += 1
+            processors.supported_keys.update(GrammarLogitsProcessor.supported_kwargs)
+            processors.do_processing = True
+        start(self)
+
+    ChatCompletionHandler.handle_request = patched_handle_request
+    CBGenerateManager.init_cb = patched_init_cb
+    CBGenerateManager.generate_streaming = patched_generate_streaming
+    CBGenerateManager.generate_non_streaming = patched_generate_non_streaming
+    ContinuousBatchingManager.add_request = patched_add_request
+    ContinuousBatchingManager.start = patched_start
+
+
+def _request_kwargs(processor: Any, gen_config: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = _request_sampling(gen_config)
+    if (compiled := _GRAMMAR.get()) is not None:
+        hf_tokenizer = getattr(processor, "tokenizer", processor)  # a processor wraps its tokenizer
+        eos = gen_config.eos_token_id if gen_config.eos_token_id is not None else hf_tokenizer.eos_token_id
+        eos_ids = tuple(eos) if isinstance(eos, list | tuple) else (eos,)
+        kwargs["grammar"] = grammar.Constraint(grammar.tokenizer_for(hf_tokenizer, eos_ids), compiled)
+    return kwargs
+
+
+def _request_sampling(gen_config: Any) -> dict[str, float]:
+    if not gen_config.do_sample:  # the handler's translation of temperature 0
+        return {"temperature": 1e-4, "top_p": 1.0}  # as good as greedy: one token keeps all the mass
+    return {
+        "temperature": float(gen_config.temperature if gen_config.temperature is not None else 1.0),
+        "top_p": float(gen_config.top_p if gen_config.top_p is not None else 1.0),
+    }
+
+
+def _generated(state: RequestState) -> list[int]:
+    """All the tokens the request has generated. A request restarted after its cache was dropped
+    carries its earlier output at the end of its prompt."""
+    if state._true_initial_tokens:
+        return state.initial_tokens[state._true_initial_tokens :] + state.generated_tokens
+    return state.generated_tokens
+
+
+class GrammarLogitsProcessor(ContinuousBatchingLogitsProcessor):
+    """Masks each constrained request's logits to the tokens its grammar allows next."""
+
+    supported_kwargs: dict[str, type] = {"grammar": grammar.Constraint}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        # The batch's bitmask, from prepare_tensor_args to __call__: one int32 argument per row
+        # cannot carry it. Safe because batches are prepared and run one at a time (no async).
+        self._bitmask: torch.Tensor | None = None
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token: list[FutureRequestState]) -> torch.Tensor:
+        constraints, remaining = [], []
+        for request in requests_with_new_token:
+            state = request.state
+            constraint = state.logit_processor_kwargs.get("grammar")
+            if constraint is not None:
+                ok = constraint.error is None
+                constraint.advance(_generated(state))
+                if ok and constraint.error is not None:
+                    print(f"[glan] {state.request_id} left its grammar: {constraint.error}", flush=True)
+            constraints.append(constraint)
+            # Counting the token about to be sampled (a restarted request's budget is what was left).
+            budget = state.max_new_tokens if state.max_new_tokens is not None else 2**31
+            remaining.append(budget - len(state.generated_tokens))
+        self._bitmask = grammar.token_bitmask(constraints, remaining)
+        return torch.zeros(len(requests_with_new_token), dtype=torch.int32)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        if self._bitmask is None:  # nothing constrained in this batch
+            return scores
+        # One row per request with a new token, first; rows after those belong to requests still
+        # prefilling, whose samples are discarded.
+        rows = self._bitmask.size(0)
+        return torch.cat([grammar.mask_logits(scores[:rows], self._bitmask), scores[rows:]])
