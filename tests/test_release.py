@@ -1,18 +1,22 @@
 """Exporting the curated training set as a Hugging Face dataset folder with its card."""
 
 import json
+import os
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from glan_assets import prompts
-from glan_assets.release import export_dataset
-from glan_assets.training_set import training_set
+from glan_assets.glan.prompts import ANSWER
+from glan_assets.registry import LEVELS
+from glan_assets.training.release import export_dataset
+from glan_assets.training.resources import TrainingSettings
+from glan_assets.training.training_set import training_set
 from resources.storage import DuckDBStore
-from resources.training import TrainingSettings
 from tests.training_rows import MODEL, teaching_pairs, write_answered_questions
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture
@@ -37,31 +41,64 @@ def front_matter(card: str) -> dict:
 
 def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path):
     out = tmp_path / "release"
-    paths = export_dataset(store, out, sampling={"answers": {"temperature": 0.7, "top_p": 0.95}})
+    paths = export_dataset(store, out, sampling={"answers": {"temperature": 0.7, "top_p": 0.95}}, levels=LEVELS)
     assert paths == {"train": out / "data/train.jsonl", "test": out / "data/test.jsonl", "card": out / "README.md"}
     train = [json.loads(line) for line in paths["train"].read_text().splitlines()]
     test = [json.loads(line) for line in paths["test"].read_text().splitlines()]
     assert (len(train), len(test)) == (12, 4)
-    assert list(train[0]) == ["pair_id", "answer_id", "discipline", "field_name", "subject_name", "instruction", "response"]
+    assert list(train[0]) == [
+        "pair_id", "source_id", "source", "group_name", "field_name", "subject_name", "instruction", "response",
+        "messages",
+    ]
+    assert train[0]["messages"] == [
+        {"role": "user", "content": train[0]["instruction"]},
+        {"role": "assistant", "content": train[0]["response"]},
+    ]
+    assert {r["source"] for r in train + test} == {"glan"}
     assert not {r["pair_id"] for r in train} & {r["pair_id"] for r in test}
 
     card = paths["card"].read_text()
     (config,) = front_matter(card)["configs"]
     assert {f["split"]: f["path"] for f in config["data_files"]} == {"train": "data/train.jsonl", "test": "data/test.jsonl"}
-    assert "| Formal Sciences | Algebra | 6 | 2 |" in card and "| Natural Sciences | Physics | 6 | 2 |" in card
+    assert "| glan | Formal Sciences | Algebra (discipline) | 6 | 2 |" in card
+    assert "| glan | Natural Sciences | Physics (discipline) | 6 | 2 |" in card
+    assert "| source | train | test | removed |\n|---|---|---|---|\n| glan | 12 | 4 | 1 |" in card
+    assert all(r["source_id"].startswith("ans_") for r in train + test)
     assert f"| answers | {MODEL} | 0.7 | 0.95 |" in card and f"| syllabus | {MODEL} |" in card
-    assert f"| {prompts.ANSWER.name} | {prompts.ANSWER.version} |" in card
-    assert "| exact duplicates removed | 1 |" in card and "| pairs generated | 17 |" in card
+    assert f"| {ANSWER.name} | {ANSWER.version} |" in card
+    assert "| exact duplicates removed | 1 |" in card and "| pairs in (after the source caps) | 17 |" in card
 
 
 def test_parquet_export_holds_the_same_rows(store, tmp_path):
-    jsonl = export_dataset(store, tmp_path / "a")
-    parquet = export_dataset(store, tmp_path / "b", fmt="parquet")
+    jsonl = export_dataset(store, tmp_path / "a", levels=LEVELS)
+    parquet = export_dataset(store, tmp_path / "b", fmt="parquet", levels=LEVELS)
     assert parquet["train"].name == "train.parquet"
     assert pq.read_table(parquet["train"]).to_pylist() == [json.loads(x) for x in jsonl["train"].read_text().splitlines()]
     assert front_matter(parquet["card"].read_text())["configs"][0]["data_files"][1]["path"] == "data/test.parquet"
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_release_loads_with_datasets_and_its_messages_fit_a_chat_template(store, tmp_path, fmt):
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    from resources.local_models import local_model_dir
+
+    out = tmp_path / "release"
+    export_dataset(store, out, fmt, levels=LEVELS)
+    dataset = load_dataset(str(out), cache_dir=str(tmp_path / "hf_cache"))
+    assert {split: dataset[split].num_rows for split in dataset} == {"train": 12, "test": 4}
+    row = dataset["train"][0]
+    assert row["messages"] == [
+        {"role": "user", "content": row["instruction"]},
+        {"role": "assistant", "content": row["response"]},
+    ]
+    # What TRL's SFTTrainer does with a `messages` column: render it with the chat template.
+    tokenizer = AutoTokenizer.from_pretrained(local_model_dir("smollm2-135m-instruct"))
+    rendered = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    assert rendered.index(row["instruction"]) < rendered.index(row["response"])
+
+
 def test_exporting_before_the_training_set_is_built_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="materialize the training_set asset first"):
-        export_dataset(DuckDBStore(path=str(tmp_path / "empty.duckdb")), tmp_path / "out")
+        export_dataset(DuckDBStore(path=str(tmp_path / "empty.duckdb")), tmp_path / "out", levels=LEVELS)

@@ -1,32 +1,37 @@
-"""From answers to a tuned model: settings, recipes, the trainer, and both assets run through Dagster."""
+"""From answers to a tuned model: settings, recipes, the trainer, both assets run through
+Dagster, and a checkpoint that stock `peft` and the hub's tools read."""
 
+import json
 import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
-from glan_assets.answers import answers
-from glan_assets.curation import load_benchmarks
+from glan_assets.dynosaur.instances import dynosaur_instances
+from glan_assets.glan.answers import answers
 from glan_assets.lineage import chain
-from glan_assets.model_checkpoint import model_checkpoint
-from glan_assets.training_schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training_set import training_set
-from resources.settings import resources_from_env
+from glan_assets.settings import resources_from_env
+from glan_assets.training.curation import load_benchmarks
+from glan_assets.training.model_checkpoint import model_checkpoint
+from glan_assets.training.recipes import load_recipes
+from glan_assets.training.resources import DEFAULT_BENCHMARKS, DEFAULT_RECIPES, TrainingSettings
+from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
+from glan_assets.training.training_set import training_set
+from glan_assets.uit.unified import instructions_unified
+from resources.local_models import local_model_dir, resolve_model
 from resources.storage import DuckDBStore
-from resources.training import (
-    DEFAULT_BENCHMARKS,
-    DEFAULT_RECIPES,
-    TrainingSettings,
+from resources.trainer import (
+    Example,
+    Pair,
     add_lora,
     chat,
     encode,
     evaluate,
     load_base,
     load_for_chat,
-    load_recipes,
     prompt_and_response,
-    resolve_model,
     train_lora,
 )
 from tests.training_rows import teaching_pairs, write_answered_questions
@@ -37,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TINY_RECIPES = """\
 recipes:
   - name: demo
+    description: The demo recipe, cut down for the tests.
     base_model: gemma3-270m
     lora_dropout: 0.0
     epochs: 4
@@ -60,6 +66,12 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def tiny_training(root: Path) -> TrainingSettings:
+    recipes = root / "recipes.yaml"
+    recipes.write_text(TINY_RECIPES)
+    return TrainingSettings(heldout_per_discipline=2, recipes=str(recipes), checkpoints=str(root / "checkpoints"))
+
+
 @pytest.fixture
 def store(tmp_path) -> DuckDBStore:
     return DuckDBStore(path=str(tmp_path / "data" / "glan.duckdb"))
@@ -67,9 +79,7 @@ def store(tmp_path) -> DuckDBStore:
 
 @pytest.fixture
 def training(tmp_path) -> TrainingSettings:
-    recipes = tmp_path / "recipes.yaml"
-    recipes.write_text(TINY_RECIPES)
-    return TrainingSettings(heldout_per_discipline=2, recipes=str(recipes), checkpoints=str(tmp_path / "checkpoints"))
+    return tiny_training(tmp_path)
 
 
 def materialize(assets, store, training, instance, **kwargs) -> dg.ExecuteInProcessResult:
@@ -86,20 +96,20 @@ def data_version_of(instance: dg.DagsterInstance) -> str:
     return instance.get_latest_materialization_event(training_set.key).asset_materialization.tags["dagster/data_version"]
 
 
-def test_settings_come_from_the_environment():
-    settings = TrainingSettings.from_env(
+def test_training_settings_come_from_the_environment():
+    settings = resources_from_env(
         {
             "GLAN_DB": "/srv/glan/glan.duckdb",
             "GLAN_BENCHMARKS": f"/b/gsm8k.jsonl,/b/mmlu.jsonl{os.pathsep}/b/arc.jsonl",
             "GLAN_HELDOUT_PER_DISCIPLINE": "5",
             "GLAN_NEAR_DUP_THRESHOLD": "0.9",
         }
-    )
+    )["training"]
     assert settings.benchmarks == ["/b/gsm8k.jsonl", "/b/mmlu.jsonl", "/b/arc.jsonl"]
     assert (settings.heldout_per_discipline, settings.near_dup_threshold) == (5, 0.9)
     assert settings.checkpoint_dir("demo") == Path("/srv/glan/checkpoints/demo")
-    assert TrainingSettings.from_env({"GLAN_PROFILE": "paper"}).heldout_per_discipline == 50
-    assert TrainingSettings.from_env({"GLAN_BENCHMARKS": ""}).benchmarks == []
+    assert resources_from_env({"GLAN_PROFILE": "paper"})["training"].heldout_per_discipline == 50
+    assert resources_from_env({"GLAN_BENCHMARKS": ""})["training"].benchmarks == []
 
 
 def test_the_shipped_recipes_load_and_a_bad_one_is_named(tmp_path):
@@ -119,8 +129,7 @@ def test_only_response_tokens_are_learned(model):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    pair = TrainingPairRow(pair_id="p", answer_id="a", discipline="Physics", field_name="f", subject_name="s",
-                           instruction="What is inertia?", response="Resistance to changes in motion.")
+    pair = Pair(instruction="What is inertia?", response="Resistance to changes in motion.", group="Physics")
     (example,), dropped = encode(tokenizer, [pair], max_length=512)
     prompt, response = prompt_and_response(tokenizer, pair.instruction, pair.response)
     assert dropped == 0 and example.input_ids == prompt + response
@@ -133,12 +142,8 @@ def test_only_response_tokens_are_learned(model):
 
 def test_a_few_lora_steps_lower_the_loss_on_their_own_batch(training):
     recipe = training.recipe("demo")
-    model, tokenizer = load_base(recipe)
-    pairs = [
-        TrainingPairRow(pair_id=f"p{i}", answer_id=f"a{i}", discipline="Physics", field_name="f", subject_name="s",
-                        instruction=q, response=a)
-        for i, (q, a) in enumerate(teaching_pairs("Physics")[:2])
-    ]
+    model, tokenizer = load_base(recipe.base_model, recipe.dtype)
+    pairs = [Pair(instruction=q, response=a, group="Physics") for q, a in teaching_pairs("Physics")[:2]]
     before = evaluate(model, tokenizer, pairs, recipe)
     model = add_lora(model, recipe)
     examples, _ = encode(tokenizer, pairs, recipe.max_length)
@@ -153,14 +158,12 @@ def test_accumulated_batches_make_one_optimizer_step_per_window_and_none_are_los
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from resources.training import Example
-
     tiny = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                         num_attention_heads=2, num_key_value_heads=2))
     recipe = load_recipes(DEFAULT_RECIPES)["mistral-7b"].model_copy(
         update={"dtype": "float32", "batch_size": 2, "gradient_accumulation_steps": 4, "epochs": 2, "lora_r": 2}
     )
-    examples = [Example(input_ids=[1, 2, 3, 4 + i], labels=[-100, -100, 3, 4 + i], discipline="Physics") for i in range(9)]
+    examples = [Example(input_ids=[1, 2, 3, 4 + i], labels=[-100, -100, 3, 4 + i], group="Physics") for i in range(9)]
     seen: list[int] = []
     steps, tokens, _ = train_lora(add_lora(tiny, recipe), SimpleNamespace(pad_token_id=0), examples, recipe,
                                   on_step=lambda s: seen.append(s.step))
@@ -185,7 +188,8 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
     assert {k: meta[k] for k in ("input_pairs", "exact_duplicates_removed", "contaminated_removed", "train", "test")} == {
         "input_pairs": 18, "exact_duplicates_removed": 1, "contaminated_removed": 1, "train": 12, "test": 4,
     }
-    assert "| Physics | Natural Sciences | 10 | 1 | 0 | 1 | 6 | 2 |" in meta["per_discipline"]
+    assert "| glan | Physics | Natural Sciences | 10 | 1 | 0 | 1 | 6 | 2 |" in meta["per_group"]
+    assert meta["pairs_glan"] == 16 and meta["mixture"]["glan"]["available"] == 18
     removed = store.read(RemovedPairRow)
     assert sorted(r.reason for r in removed) == ["contaminated", "exact_duplicate"]
     assert [type(r).table for r in chain(store, removed[0].pair_id)] == [  # a removed pair traces back too
@@ -203,15 +207,16 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
     write_answered_questions(store, "Astronomy", teaching_pairs("Astronomy"))
     materialize([training_set], store, training, instance)
     after = store.read(TrainingPairRow, where="split = 'test'")
-    assert {p.pair_id for p in after if p.discipline != "Astronomy"} == held_out
-    assert sum(p.discipline == "Astronomy" for p in after) == 2
+    assert {p.pair_id for p in after if p.group_name != "Astronomy"} == held_out
+    assert sum(p.group_name == "Astronomy" for p in after) == 2
 
 
-def test_training_set_follows_new_answers_partitions(store, training):
+def test_training_set_follows_new_answers_partitions(project, training):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("discipline", ["Physics"])
-    resources = {**resources_from_env({"GLAN_DB": store.path}), "training": training}
-    defs = dg.Definitions(assets=[answers, training_set], resources=resources)
+    # Every source level is upstream (an undefined one would count as missing and hold it back).
+    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, training_set],
+                          resources={**project.resources(), "training": training})
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert before.get_num_requested(training_set.key) == 0
     instance.report_runless_asset_event(dg.AssetMaterialization("answers", partition="Physics"))
@@ -219,23 +224,75 @@ def test_training_set_follows_new_answers_partitions(store, training):
     assert after.get_num_requested(training_set.key) == 1
 
 
-def test_model_checkpoint_trains_evaluates_saves_and_chats(store, training, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict, str]:
+    """A project that built its training set and the demo recipe's checkpoint:
+    (checkpoint folder, the checkpoint's metadata, the training set's data version)."""
+    root = tmp_path_factory.mktemp("trained")
+    store = DuckDBStore(path=str(root / "data" / "glan.duckdb"))
+    training = tiny_training(root)
     fill_two_disciplines(store)
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("recipe", training.recipe_names())
     materialize([training_set], store, training, instance)
     result = materialize([model_checkpoint], store, training, instance, partition_key="demo")
-    meta = metadata_of(result, "model_checkpoint")
-    assert meta["heldout_loss_tuned"] < meta["heldout_loss_base"]
-    assert "| Physics |" in meta["heldout_loss_per_discipline"] and "data:image/png;base64," in meta["loss_curve"]
-    checkpoint = tmp_path / "checkpoints" / "demo"
-    assert meta["checkpoint"] == str(checkpoint)
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.json", "loss_curve.png"):
-        assert (checkpoint / name).is_file(), name
-    version = data_version_of(instance)
-    assert (checkpoint / "training_data_version.txt").read_text().strip() == version
+    return training.checkpoint_dir("demo"), metadata_of(result, "model_checkpoint"), data_version_of(instance)
 
+
+def test_model_checkpoint_trains_on_the_training_set_and_beats_the_base_model(trained):
+    checkpoint, meta, version = trained
+    assert meta["heldout_loss_tuned"] < meta["heldout_loss_base"]
+    assert "| glan | Physics |" in meta["heldout_loss_per_group"] and "data:image/png;base64," in meta["loss_curve"]
+    assert meta["checkpoint"] == str(checkpoint)
+    assert meta["mixture"] == {"glan": {"train": 12, "test": 4}} and meta["train_pairs_glan"] == 12
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.json",
+                 "loss_curve.png", "README.md"):
+        assert (checkpoint / name).is_file(), name
+    assert (checkpoint / "training_data_version.txt").read_text().strip() == version == meta["training_data_version"]
+
+
+def test_the_adapter_names_its_base_by_hub_id_and_loads_with_stock_peft(trained):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint, _, _ = trained
+    config = json.loads((checkpoint / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "google/gemma-3-270m"
+
+    # What a user elsewhere does, with this machine's copy of google/gemma-3-270m as the base.
+    base = AutoModelForCausalLM.from_pretrained(local_model_dir("gemma3-270m"))
+    model = PeftModel.from_pretrained(base, checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    inputs = tokenizer("### Instruction:\nExplain inertia.\n\n### Response:\n", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > inputs.input_ids.shape[1]
+    with torch.no_grad():
+        tuned = model(**inputs).logits
+        with model.disable_adapter():
+            untuned = model(**inputs).logits
+    assert not torch.allclose(tuned, untuned)  # the trained adapter, not a fresh one
+
+
+def test_the_model_card_names_the_base_recipe_data_and_loss(trained):
+    from huggingface_hub import ModelCard
+
+    checkpoint, meta, version = trained
+    card = ModelCard.load(checkpoint / "README.md")
+    assert card.data.base_model == "google/gemma-3-270m"
+    assert (card.data.library_name, card.data.license) == ("peft", "gemma")
+    assert "base_model:adapter:google/gemma-3-270m" in card.data.tags
+    assert "More Information Needed" not in card.text  # not PEFT's empty template
+    assert "# demo: a LoRA adapter for google/gemma-3-270m" in card.text
+    assert f"`{version}`" in card.text and "| glan | 12 | 4 |" in card.text
+    assert "- `glan`: GLAN (Li et al., 2024)" in card.text and "| glan | Physics |" in card.text
+    assert f"| **all** | - | {meta['heldout_loss_base']:.4f} | {meta['heldout_loss_tuned']:.4f} |" in card.text
+    assert "(loss_curve.png)" in card.text and "| learning_rate | 0.001 |" in card.text
+    assert yaml.safe_load(card.content.split("---\n")[1])["base_model"] == "google/gemma-3-270m"
+
+
+def test_glan_chat_loads_the_checkpoint_onto_the_packaged_base_and_replies(trained):
+    checkpoint, _, _ = trained
     model, tokenizer = load_for_chat(checkpoint)
-    trained = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert trained and any(p.abs().sum() > 0 for p in trained)  # the saved adapter, not a fresh one
     reply = chat(model, tokenizer, "In Introduction to Physics, explain inertia in simple terms.", max_new_tokens=12)
     assert isinstance(reply, str) and reply.strip()

@@ -5,8 +5,7 @@ discipline, subject, syllabus and session per discipline, and the given question
 pairs under them.
 """
 
-from glan_assets.ids import stable_id
-from glan_assets.schemas import (
+from glan_assets.glan.schemas import (
     AnswerRow,
     DisciplineRow,
     FieldRow,
@@ -15,7 +14,8 @@ from glan_assets.schemas import (
     SubjectRow,
     SyllabusRow,
 )
-from resources.storage import DuckDBStore
+from glan_assets.ids import stable_id
+from resources.storage import DuckDBStore, Slice
 
 MODEL = "test-model"
 
@@ -63,8 +63,7 @@ def write_answered_questions(
         questions,
         answers,
     ]
-    for rows in levels:
-        store.replace_partition(type(rows[0]), discipline, rows)
+    store.replace([Slice(type(rows[0]), rows, {"discipline": discipline}) for rows in levels])
 
 
 # Teacher-style pairs in one voice, as a generated discipline reads: what tuning learns.

@@ -1,54 +1,41 @@
-"""Training: the curation settings, the recipes, and the LoRA trainer behind `model_checkpoint`.
+"""The LoRA trainer: load a base model, tune adapters on instruction/response pairs, measure
+held-out loss, save a checkpoint that stock `peft` loads, and chat with it.
 
-Every Dagster process imports this module for `TrainingSettings`, so torch, transformers
-and peft are imported inside the functions that need them.
+Every Dagster process imports this module (through `model_checkpoint`), so torch,
+transformers and peft are imported inside the functions that need them.
 
-The trainer tunes LoRA adapters with the loss on response tokens only: the prompt's
-labels are -100, and logits are projected only at the positions that predict a response
-token (`logits_to_keep`), which spares most of the vocabulary projection on CPU.
+The loss is on response tokens only: the prompt's labels are -100, and logits are projected
+only at the positions that predict a response token (`logits_to_keep`), which spares most of
+the vocabulary projection on CPU.
 """
 
+import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import dagster as dg
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
-from glan_assets.training_schemas import TrainingPairRow
-from resources.local_models import PACKAGED_MODELS, local_model_dir
-from resources.storage import db_path
+from resources.local_models import hub_id, one_bar_per_step, resolve_model
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "glan_assets" / "data"
-DEFAULT_BENCHMARKS = DATA_DIR / "benchmark_sample.jsonl"
-DEFAULT_RECIPES = DATA_DIR / "recipes.yaml"
-
-# Held-out pairs per discipline: (demo, paper). GLAN-Test holds out 50 per discipline.
-HELDOUT_PER_DISCIPLINE = (1, 50)
-
 # Base models without a chat template get this one (the Alpaca layout).
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+RECIPE_FILE = "recipe.json"  # the hyperparameters, beside the adapter
 
 
-# --- Recipes --------------------------------------------------------------------------
-
-
-class TrainingRecipe(BaseModel):
+class Hyperparameters(BaseModel):
     """How to tune one base model. `epochs` passes over the train split, cut at `max_steps`."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
-    description: str = ""
-    base_model: str  # a packaged model name, a local model directory, or a hub name
+    base_model: str  # a packaged model name, a local model directory, or a hub id
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora_r: int = 8
     lora_alpha: int = 16
@@ -65,80 +52,12 @@ class TrainingRecipe(BaseModel):
     seed: int = 0
 
 
-def load_recipes(path: str | Path) -> dict[str, TrainingRecipe]:
-    """Recipes by name from a YAML file `{recipes: [{name: ..., ...}, ...]}`."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    recipes: dict[str, TrainingRecipe] = {}
-    for i, entry in enumerate(raw.get("recipes") or []):
-        try:
-            recipe = TrainingRecipe.model_validate(entry)
-        except ValueError as exc:
-            name = entry.get("name", "?") if isinstance(entry, dict) else "?"
-            raise ValueError(f"{path}: recipe #{i + 1} ({name}): {exc}") from exc
-        if recipe.name in recipes:
-            raise ValueError(f"{path}: recipe {recipe.name!r} is defined twice")
-        recipes[recipe.name] = recipe
-    if not recipes:
-        raise ValueError(f"{path}: no recipes (expected a top-level `recipes:` list)")
-    return recipes
+class Pair(BaseModel):
+    """One instruction and its response; held-out loss is reported per `group`."""
 
-
-def recipes_path(env: dict[str, str] | None = None) -> Path:
-    """`GLAN_RECIPES`, else the packaged recipes file."""
-    env = os.environ if env is None else env
-    return Path(env.get("GLAN_RECIPES") or DEFAULT_RECIPES)
-
-
-# --- Settings -------------------------------------------------------------------------
-
-
-class TrainingSettings(dg.ConfigurableResource):
-    """Curation of the training set and where recipes and checkpoints live.
-
-    An empty `benchmarks` list skips decontamination.
-    """
-
-    benchmarks: list[str] = [str(DEFAULT_BENCHMARKS)]
-    heldout_per_discipline: int = HELDOUT_PER_DISCIPLINE[0]
-    near_dup_threshold: float = 0.8
-    minhash_permutations: int = 128
-    shingle_words: int = 5
-    contamination_ngram: int = 13
-    split_seed: int = 0
-    recipes: str = str(DEFAULT_RECIPES)
-    checkpoints: str = "data/checkpoints"
-
-    def recipe(self, name: str) -> TrainingRecipe:
-        recipes = load_recipes(self.recipes)
-        if name not in recipes:
-            raise KeyError(f"no recipe {name!r} in {self.recipes}; it has {', '.join(recipes)}")
-        return recipes[name]
-
-    def checkpoint_dir(self, recipe_name: str) -> Path:
-        return Path(self.checkpoints) / recipe_name
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "TrainingSettings":
-        """`GLAN_<FIELD>` for each field (`GLAN_BENCHMARKS` separated by commas or the path
-        separator); checkpoints default to `checkpoints/` beside `GLAN_DB`; `GLAN_PROFILE=paper`
-        holds out the paper's 50 pairs per discipline."""
-        env = dict(os.environ if env is None else env)
-        values: dict = {
-            "heldout_per_discipline": HELDOUT_PER_DISCIPLINE[env.get("GLAN_PROFILE") == "paper"],
-            "recipes": str(recipes_path(env)),
-            "checkpoints": env.get("GLAN_CHECKPOINTS") or str(db_path(env).parent / "checkpoints"),
-        }
-        if "GLAN_BENCHMARKS" in env:
-            raw = env["GLAN_BENCHMARKS"].replace(os.pathsep, ",")
-            values["benchmarks"] = [p.strip() for p in raw.split(",") if p.strip()]
-        for name, f in cls.model_fields.items():
-            raw = env.get(f"GLAN_{name.upper()}")
-            if raw is not None and f.annotation in (int, float):
-                values[name] = f.annotation(raw)
-        return cls(**values)
-
-
-# --- Trainer --------------------------------------------------------------------------
+    instruction: str
+    response: str
+    group: str = ""
 
 
 class TrainingStep(BaseModel):
@@ -160,21 +79,23 @@ class TrainingStep(BaseModel):
 
 
 class LossReport(BaseModel):
-    """Mean loss per response token on a set of pairs, overall and per discipline."""
+    """Mean loss per response token on a set of pairs, overall and per group."""
 
     mean_loss: float
     tokens: int
-    per_discipline: dict[str, float]
+    per_group: dict[str, float]
 
 
 class TrainingRun(BaseModel):
+    base_model: str  # as the checkpoint names it: a packaged model's hub id
+    prompt_format: str  # "chat template", or PLAIN_TEMPLATE for a base without one
     steps: list[TrainingStep]
     examples: int
     truncated_away: int  # pairs whose prompt alone fills max_length: nothing left to learn
     tokens: int
     seconds: float
     tokens_per_s: float
-    base: LossReport | None  # held-out loss before and after; None without a test split
+    base: LossReport | None  # held-out loss before and after; None without held-out pairs
     tuned: LossReport | None
     device: str
 
@@ -184,12 +105,7 @@ class Example(BaseModel):
 
     input_ids: list[int]
     labels: list[int]
-    discipline: str
-
-
-def resolve_model(name: str) -> str:
-    """A packaged model's converted directory; anything else is given to `from_pretrained`."""
-    return str(local_model_dir(name)) if name in PACKAGED_MODELS else name
+    group: str
 
 
 def device() -> str:
@@ -198,16 +114,23 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(recipe: TrainingRecipe) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+def load_base(name: str, dtype: str = "float32") -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """The model and tokenizer `name` resolves to (a packaged model's local copy, by its name
+    or hub id; a directory; a hub id)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(recipe.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path = resolve_model(name)
+    with one_bar_per_step():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, recipe.dtype)).to(device())
     return model, tokenizer
+
+
+def prompt_format(tokenizer: "PreTrainedTokenizerBase") -> str:
+    return "chat template" if tokenizer.chat_template else PLAIN_TEMPLATE
 
 
 def prompt_and_response(
@@ -237,7 +160,7 @@ def prompt_and_response(
 
 
 def encode(
-    tokenizer: "PreTrainedTokenizerBase", pairs: Sequence[TrainingPairRow], max_length: int
+    tokenizer: "PreTrainedTokenizerBase", pairs: Sequence[Pair], max_length: int
 ) -> tuple[list[Example], int]:
     """(examples, how many pairs were dropped because truncation left no response token).
 
@@ -254,7 +177,7 @@ def encode(
         if all(label == -100 for label in labels):
             dropped += 1
             continue
-        examples.append(Example(input_ids=ids, labels=labels, discipline=pair.discipline))
+        examples.append(Example(input_ids=ids, labels=labels, group=pair.group))
     return examples, dropped
 
 
@@ -304,93 +227,99 @@ def response_loss(model: "PreTrainedModel", batch: dict[str, "torch.Tensor"]) ->
 
 
 def evaluate(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", pairs: Sequence[TrainingPairRow],
-    recipe: TrainingRecipe,
+    model: "PreTrainedModel",
+    tokenizer: "PreTrainedTokenizerBase",
+    pairs: Sequence[Pair],
+    hparams: Hyperparameters,
+    desc: str = "held-out loss",
 ) -> LossReport | None:
-    """Held-out mean loss per response token, overall and per discipline; None for no pairs."""
+    """Held-out mean loss per response token, overall and per group; None for no pairs."""
     import torch
 
-    examples, _ = encode(tokenizer, pairs, recipe.max_length)
+    examples, _ = encode(tokenizer, pairs, hparams.max_length)
     if not examples:
         return None
-    by_discipline: dict[str, list[Example]] = {}
+    by_group: dict[str, list[Example]] = {}
     for e in examples:
-        by_discipline.setdefault(e.discipline, []).append(e)
+        by_group.setdefault(e.group, []).append(e)
+    batches = []
+    for group, members in sorted(by_group.items()):
+        members.sort(key=lambda e: len(e.input_ids))  # similar lengths: little padding
+        batches += [(group, members[i : i + hparams.batch_size]) for i in range(0, len(members), hparams.batch_size)]
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     model.eval()
     with torch.no_grad():
-        for discipline, group in sorted(by_discipline.items()):
-            group.sort(key=lambda e: len(e.input_ids))  # similar lengths: little padding
-            for i in range(0, len(group), recipe.batch_size):
-                chunk = collate(group[i : i + recipe.batch_size], tokenizer.pad_token_id)
-                loss, n = response_loss(model, {k: v.to(model.device) for k, v in chunk.items()})
-                sums[discipline] = sums.get(discipline, 0.0) + loss.item()
-                counts[discipline] = counts.get(discipline, 0) + n
+        # disable=None: a bar on a terminal, none in a log file.
+        for group, chunk in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
+            batch = collate(chunk, tokenizer.pad_token_id)
+            loss, n = response_loss(model, {k: v.to(model.device) for k, v in batch.items()})
+            sums[group] = sums.get(group, 0.0) + loss.item()
+            counts[group] = counts.get(group, 0) + n
     total = sum(counts.values())
     return LossReport(
         mean_loss=sum(sums.values()) / total,
         tokens=total,
-        per_discipline={d: sums[d] / counts[d] for d in sorted(sums)},
+        per_group={g: sums[g] / counts[g] for g in sorted(sums)},
     )
 
 
-def add_lora(model: "PreTrainedModel", recipe: TrainingRecipe) -> "PreTrainedModel":
+def add_lora(model: "PreTrainedModel", hparams: Hyperparameters) -> "PreTrainedModel":
     import torch
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(recipe.seed)  # LoRA's A matrices start random
+    torch.manual_seed(hparams.seed)  # LoRA's A matrices start random
     config = LoraConfig(
-        r=recipe.lora_r,
-        lora_alpha=recipe.lora_alpha,
-        lora_dropout=recipe.lora_dropout,
-        target_modules=recipe.target_modules,
+        r=hparams.lora_r,
+        lora_alpha=hparams.lora_alpha,
+        lora_dropout=hparams.lora_dropout,
+        target_modules=hparams.target_modules,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 
 
-def forward_passes(recipe: TrainingRecipe, examples: int) -> int:
-    return math.ceil(examples / recipe.batch_size) * recipe.epochs
+def forward_passes(hparams: Hyperparameters, examples: int) -> int:
+    return math.ceil(examples / hparams.batch_size) * hparams.epochs
 
 
-def optimizer_steps(recipe: TrainingRecipe, examples: int) -> int:
+def optimizer_steps(hparams: Hyperparameters, examples: int) -> int:
     """Accumulation windows run across epoch ends; the run's last window may be shorter."""
-    total = math.ceil(forward_passes(recipe, examples) / recipe.gradient_accumulation_steps)
-    return min(total, recipe.max_steps) if recipe.max_steps else total
+    total = math.ceil(forward_passes(hparams, examples) / hparams.gradient_accumulation_steps)
+    return min(total, hparams.max_steps) if hparams.max_steps else total
 
 
 def train_lora(
     model: "PreTrainedModel",
     tokenizer: "PreTrainedTokenizerBase",
     examples: Sequence[Example],
-    recipe: TrainingRecipe,
+    hparams: Hyperparameters,
     on_step: Callable[[TrainingStep], None] | None = None,
 ) -> tuple[list[TrainingStep], int, float]:
     """Tunes the model's LoRA weights in place: (steps, input tokens seen, seconds)."""
     import torch
     from transformers import get_scheduler
 
-    total = optimizer_steps(recipe, len(examples))
-    last_pass = forward_passes(recipe, len(examples))
+    total = optimizer_steps(hparams, len(examples))
+    last_pass = forward_passes(hparams, len(examples))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate)
-    scheduler = get_scheduler(recipe.lr_scheduler, optimizer, recipe.warmup_steps, total)
+    optimizer = torch.optim.AdamW(params, lr=hparams.learning_rate)
+    scheduler = get_scheduler(hparams.lr_scheduler, optimizer, hparams.warmup_steps, total)
     lengths = [len(e.input_ids) for e in examples]
     steps: list[TrainingStep] = []
     tokens, micro, window_loss = 0, 0, 0.0
     model.train()
     start = time.perf_counter()
-    for epoch in range(recipe.epochs):
-        for idx in length_grouped_batches(len(examples), lengths, recipe.batch_size, recipe.seed + epoch):
+    for epoch in range(hparams.epochs):
+        for idx in length_grouped_batches(len(examples), lengths, hparams.batch_size, hparams.seed + epoch):
             batch = {k: v.to(model.device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
             loss_sum, n = response_loss(model, batch)
-            loss = loss_sum / n / recipe.gradient_accumulation_steps
+            loss = loss_sum / n / hparams.gradient_accumulation_steps
             loss.backward()
             window_loss += loss.item()
             tokens += int(batch["attention_mask"].sum())
             micro += 1
-            if micro % recipe.gradient_accumulation_steps and micro < last_pass:
+            if micro % hparams.gradient_accumulation_steps and micro < last_pass:
                 continue
             optimizer.step()
             scheduler.step()
@@ -414,24 +343,38 @@ def train_lora(
 
 
 def fine_tune(
-    recipe: TrainingRecipe,
-    train_pairs: Sequence[TrainingPairRow],
-    test_pairs: Sequence[TrainingPairRow],
+    hparams: Hyperparameters,
+    train_pairs: Sequence[Pair],
+    test_pairs: Sequence[Pair],
     out_dir: str | Path,
     on_step: Callable[[TrainingStep], None] | None = None,
 ) -> TrainingRun:
     """Held-out loss of the base model, LoRA training, held-out loss of the tuned model;
-    saves the adapter, the tokenizer and `recipe.json` into `out_dir`."""
-    model, tokenizer = load_base(recipe)
-    examples, dropped = encode(tokenizer, train_pairs, recipe.max_length)
+    saves the checkpoint into `out_dir` (see `save_checkpoint`).
+
+    On a terminal each of the three shows one progress bar.
+    """
+    model, tokenizer = load_base(hparams.base_model, hparams.dtype)
+    examples, dropped = encode(tokenizer, train_pairs, hparams.max_length)
     if not examples:
         raise ValueError(f"no training examples: {len(train_pairs)} train pairs, {dropped} truncated away")
-    base = evaluate(model, tokenizer, test_pairs, recipe)
-    model = add_lora(model, recipe)
-    steps, tokens, seconds = train_lora(model, tokenizer, examples, recipe, on_step)
-    tuned = evaluate(model, tokenizer, test_pairs, recipe)
-    save_checkpoint(model, tokenizer, recipe, out_dir)
+    base = evaluate(model, tokenizer, test_pairs, hparams, desc="held-out loss, base model")
+    model = add_lora(model, hparams)
+    total = optimizer_steps(hparams, len(examples))
+    with tqdm(total=total, desc="training", unit="step", disable=None, leave=False) as bar:
+
+        def step_done(step: TrainingStep) -> None:
+            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
+            bar.update()
+            if on_step:
+                on_step(step)
+
+        steps, tokens, seconds = train_lora(model, tokenizer, examples, hparams, step_done)
+    tuned = evaluate(model, tokenizer, test_pairs, hparams, desc="held-out loss, tuned model")
+    save_checkpoint(model, tokenizer, hparams, out_dir)
     return TrainingRun(
+        base_model=hub_id(hparams.base_model),
+        prompt_format=prompt_format(tokenizer),
         steps=steps,
         examples=len(examples),
         truncated_away=dropped,
@@ -445,25 +388,38 @@ def fine_tune(
 
 
 def save_checkpoint(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", recipe: TrainingRecipe, out_dir: str | Path
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", hparams: Hyperparameters, out_dir: str | Path
 ) -> None:
+    """The adapter (only: not the base weights), the tokenizer and the hyperparameters.
+
+    `adapter_config.json` names the base by its hub id, not by this machine's copy of it, so
+    `PeftModel.from_pretrained` works on any machine that has the base model.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # the adapter only: the base model is named by recipe.json
+    for config in model.peft_config.values():
+        config.base_model_name_or_path = hub_id(hparams.base_model)
+    # The vocabulary is never resized, so the full embeddings stay out; "auto" would ask the
+    # hub for the base's config to find out.
+    model.save_pretrained(out, save_embedding_layers=False)
     tokenizer.save_pretrained(out)
-    (out / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    (out / RECIPE_FILE).write_text(hparams.model_dump_json(indent=2))
 
 
 def load_for_chat(checkpoint_dir: str | Path) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """The recipe's base model with the checkpoint's adapter, ready for `chat`."""
-    from peft import PeftModel
+    """The base model the adapter names, loaded from this machine's copy of it (a packaged
+    model's hub id resolves to its converted local copy), with the checkpoint's adapter."""
+    from peft import PeftConfig, PeftModel
     from transformers import AutoTokenizer
 
     checkpoint = Path(checkpoint_dir)
-    if not (checkpoint / "recipe.json").is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a checkpoint: it has no recipe.json")
-    recipe = TrainingRecipe.model_validate_json((checkpoint / "recipe.json").read_text())
-    base, _ = load_base(recipe)
+    if not (checkpoint / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a checkpoint: it has no adapter_config.json")
+    base_name = PeftConfig.from_pretrained(checkpoint).base_model_name_or_path
+    # The dtype it was trained in; the file may hold more than the hyperparameters (a recipe's name).
+    recorded = json.loads((checkpoint / RECIPE_FILE).read_text())
+    hparams = Hyperparameters.model_validate({k: v for k, v in recorded.items() if k in Hyperparameters.model_fields})
+    base, _ = load_base(base_name, hparams.dtype)
     model = PeftModel.from_pretrained(base, checkpoint)
     model.eval()
     return model, AutoTokenizer.from_pretrained(checkpoint)
@@ -485,4 +441,3 @@ def chat(
             pad_token_id=tokenizer.pad_token_id,
         )
     return tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True).strip()
-

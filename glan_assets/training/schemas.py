@@ -1,7 +1,10 @@
 """Pydantic models of the training set: the pairs kept, the pairs removed and why.
 
-Like every table row, each puts its own id first, its parent's id second and carries
-`discipline`.
+Like every table row, each puts its own id first and its parent's id second. A pair's parent
+is the row it came from, in whichever source level declared it (`Level.training_pairs`):
+an answer (`ans_`), a Dynosaur instance (`dinst_`) or a UIT unified instance (`uni_`), so
+`glan lineage` follows it by the id's prefix. `group_name` is the group its held-out split
+is drawn per: the discipline (GLAN), the dataset (Dynosaur) or the collection (UIT).
 """
 
 from typing import ClassVar, Literal
@@ -9,15 +12,15 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel
 
 from glan_assets.ids import content_hash
-from glan_assets.schemas import TableRow
+from glan_assets.rows import TableRow
 
 Split = Literal["train", "test"]
 RemovalReason = Literal["exact_duplicate", "near_duplicate", "contaminated"]
 
 
-def pair_id_of(answer_id: str) -> str:
-    """A pair is named after its answer, so its id (and its split) survive a regenerated text."""
-    return f"pair_{content_hash(['pair', answer_id])[:16]}"
+def pair_id_of(source_id: str) -> str:
+    """A pair is named after its origin row, so its id (and its split) survive a regenerated text."""
+    return f"pair_{content_hash(['pair', source_id])[:16]}"
 
 
 class TrainingPairRow(TableRow):
@@ -25,14 +28,16 @@ class TrainingPairRow(TableRow):
 
     table: ClassVar[str] = "training_set"
     id_column: ClassVar[str] = "pair_id"
-    parent_column: ClassVar[str | None] = "answer_id"
+    parent_column: ClassVar[str | None] = "source_id"
     pair_id: str
-    answer_id: str
-    discipline: str
-    field_name: str
-    subject_name: str
+    source_id: str  # the id of the row it came from: ans_..., dinst_..., uni_...
+    source: str  # the method it came from: glan, dynosaur, uit
+    group_name: str  # discipline, dataset or collection: the held-out split is per group
+    field_name: str = ""  # GLAN's field and subject; empty for other sources
+    subject_name: str = ""
     instruction: str
     response: str
+    turns: str = "[]"  # a multi-turn chat's every turn as JSON [{"role", "content"}]; "[]" otherwise
     split: Split = "train"
 
 
@@ -41,10 +46,11 @@ class RemovedPairRow(TableRow):
 
     table: ClassVar[str] = "training_removed"
     id_column: ClassVar[str] = "pair_id"
-    parent_column: ClassVar[str | None] = "answer_id"
+    parent_column: ClassVar[str | None] = "source_id"
     pair_id: str
-    answer_id: str
-    discipline: str
+    source_id: str
+    source: str
+    group_name: str
     reason: RemovalReason
     kept_pair_id: str = ""  # the pair a duplicate was removed in favour of
 
@@ -57,7 +63,7 @@ class ContaminationRow(TableRow):
     parent_column: ClassVar[str | None] = "pair_id"
     contamination_id: str
     pair_id: str
-    discipline: str
+    group_name: str
     benchmark_file: str
     benchmark_item: str  # the item's own id, or `line N` when it has none
     ngram: str

@@ -1,8 +1,9 @@
-"""Curating question/answer pairs into a training set: dedup, decontamination, held-out split.
+"""Curating instruction/response pairs into a training set: dedup, decontamination, held-out split.
 
-Pure functions over rows. Every choice is deterministic given the pairs, so a rebuild on
-the same data gives the same set, and the first of a group of duplicates (by pair id) is
-the one kept.
+Pure functions over rows, whatever source a pair came from: duplicates are found across
+sources, and the split is drawn per group (a GLAN discipline, a Dynosaur dataset, a UIT
+collection). Every choice is deterministic given the pairs, so a rebuild on the same data
+gives the same set, and the first of a group of duplicates (by pair id) is the one kept.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from glan_assets.ids import content_hash
-from glan_assets.training_schemas import (
+from glan_assets.training.schemas import (
     BenchmarkItem,
     ContaminationRow,
     RemovedPairRow,
@@ -31,6 +32,13 @@ ID_FIELDS = ("id", "task_id", "question_id")
 def normalize(text: str) -> str:
     """Case-, width- and whitespace-insensitive form of a text."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def prompt_text(pair: TrainingPairRow) -> str:
+    """What a pair asks: its instruction, and every later user turn of a multi-turn chat."""
+    turns = json.loads(pair.turns) if pair.turns and pair.turns != "[]" else []
+    asked = [t["content"] for t in turns if t.get("role") == "user" and t.get("content")]
+    return "\n".join([pair.instruction, *(t for t in asked if t != pair.instruction)])
 
 
 def words(text: str) -> list[str]:
@@ -138,7 +146,7 @@ def find_contamination(
     sizes = sorted({len(g) for g in index})
     rows: list[ContaminationRow] = []
     for pair in sorted(pairs, key=lambda p: p.pair_id):
-        tokens = words(pair.instruction)
+        tokens = words(prompt_text(pair))
         matched: dict[int, tuple[str, ...]] = {}
         for size in sizes:
             for j in range(len(tokens) - size + 1):
@@ -151,7 +159,7 @@ def find_contamination(
                 ContaminationRow(
                     contamination_id=f"cont_{content_hash([pair.pair_id, item.file, item.item_id])[:16]}",
                     pair_id=pair.pair_id,
-                    discipline=pair.discipline,
+                    group_name=pair.group_name,
                     benchmark_file=item.file,
                     benchmark_item=item.item_id,
                     ngram=" ".join(gram),
@@ -160,20 +168,21 @@ def find_contamination(
     return rows
 
 
-def hold_out(pairs: Sequence[TrainingPairRow], per_discipline: int, seed: int = 0) -> list[TrainingPairRow]:
-    """The pairs with `split` set: up to `per_discipline` of each discipline's pairs are 'test'.
+def hold_out(pairs: Sequence[TrainingPairRow], per_group: int, seed: int = 0) -> list[TrainingPairRow]:
+    """The pairs with `split` set: up to `per_group` of each group's pairs are 'test'. A
+    group is a source's `group_name`: a GLAN discipline, a Dynosaur dataset, a UIT collection.
 
-    A pair's rank is a hash of the seed and its id, within its discipline: a rebuild picks
-    the same pairs, and adding a discipline leaves the others' splits alone. Never more
-    than half a discipline's pairs are held out, so a small discipline still trains.
+    A pair's rank is a hash of the seed and its id, within its group: a rebuild picks the
+    same pairs, and adding a group (a discipline, a dataset) leaves the others' splits alone.
+    Never more than half a group's pairs are held out, so a small group still trains.
     """
-    by_discipline: dict[str, list[TrainingPairRow]] = defaultdict(list)
+    by_group: dict[tuple[str, str], list[TrainingPairRow]] = defaultdict(list)
     for pair in pairs:
-        by_discipline[pair.discipline].append(pair)
+        by_group[pair.source, pair.group_name].append(pair)
     test: set[str] = set()
-    for group in by_discipline.values():
+    for group in by_group.values():
         ranked = sorted(group, key=lambda p: content_hash([seed, p.pair_id]))
-        test.update(p.pair_id for p in ranked[: min(per_discipline, len(group) // 2)])
+        test.update(p.pair_id for p in ranked[: min(per_group, len(group) // 2)])
     return [p.model_copy(update={"split": "test" if p.pair_id in test else "train"}) for p in pairs]
 
 
@@ -202,7 +211,7 @@ def curate(
     pairs: Sequence[TrainingPairRow],
     benchmark_items: Sequence[BenchmarkItem],
     *,
-    heldout_per_discipline: int,
+    heldout_per_group: int,
     near_dup_threshold: float = 0.8,
     num_perm: int = 128,
     shingle_words: int = 5,
@@ -218,8 +227,9 @@ def curate(
                 removed.append(
                     RemovedPairRow(
                         pair_id=pair.pair_id,
-                        answer_id=pair.answer_id,
-                        discipline=pair.discipline,
+                        source_id=pair.source_id,
+                        source=pair.source,
+                        group_name=pair.group_name,
                         reason=reason,
                         kept_pair_id=pair_ids[pair.pair_id],
                     )
@@ -233,7 +243,7 @@ def curate(
     pool = drop("contaminated", {c.pair_id: "" for c in contamination}, pool)
     return Curation(
         input_pairs=len(pairs),
-        kept=hold_out(pool, heldout_per_discipline, seed),
+        kept=hold_out(pool, heldout_per_group, seed),
         removed=removed,
         contamination=contamination,
     )

@@ -1,0 +1,48 @@
+"""Training's settings as a typed resource; `glan_assets.settings` fills it from the profile
+and the environment, and the launchpad can override any field."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from glan_assets.training.recipes import TrainingRecipe, load_recipes
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_BENCHMARKS = DATA_DIR / "benchmark_sample.jsonl"
+DEFAULT_RECIPES = DATA_DIR / "recipes.yaml"
+# A million-row dataset's tasks give this many instances each, so they do not drown the GLAN pairs.
+DEFAULT_SOURCE_CAPS = {"dynosaur": 500}
+
+
+class TrainingSettings(dg.ConfigurableResource):
+    """The training set's mixture and curation, and where recipes and checkpoints live.
+
+    An empty `benchmarks` list skips decontamination. `source_caps` maps a source (a method
+    whose level declares `training_pairs`: glan, dynosaur, uit) to the most rows it gives per
+    task (a Dynosaur or UIT task, a GLAN subject), a stable spread sample; 0 leaves the source
+    out, and a source it does not name is not capped.
+    """
+
+    benchmarks: list[str] = [str(DEFAULT_BENCHMARKS)]
+    # Per group: a GLAN discipline, a Dynosaur dataset, a UIT collection.
+    heldout_per_discipline: int = 1  # the paper's GLAN-Test holds out 50
+    source_caps: dict[str, int] = dict(DEFAULT_SOURCE_CAPS)
+    near_dup_threshold: float = 0.8
+    minhash_permutations: int = 128
+    shingle_words: int = 5
+    contamination_ngram: int = 13
+    split_seed: int = 0
+    recipes: str = str(DEFAULT_RECIPES)
+    checkpoints: str = "data/checkpoints"
+
+    def recipe_names(self) -> list[str]:
+        return list(load_recipes(self.recipes))
+
+    def recipe(self, name: str) -> TrainingRecipe:
+        recipes = load_recipes(self.recipes)
+        if name not in recipes:
+            raise KeyError(f"no recipe {name!r} in {self.recipes}; it has {', '.join(recipes)}")
+        return recipes[name]
+
+    def checkpoint_dir(self, recipe_name: str) -> Path:
+        return Path(self.checkpoints) / recipe_name
