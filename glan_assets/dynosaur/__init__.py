@@ -1,0 +1,23 @@
+"""Dynosaur (Yin et al., 2023): instruction data from existing annotated datasets.
+
+Per registered dataset: its metadata -> up to 3 tasks from ONE LLM call -> every usable row
+times every kept task as an instance. The cost is one call per dataset, not one per row.
+"""
+
+from glan_assets.dynosaur import instances, metadata, tasks
+from glan_assets.dynosaur.partitions import dataset_partitions
+from glan_assets.methods import Method
+
+MODULES = [metadata, tasks, instances]
+LEVELS = [m.LEVEL for m in MODULES]
+
+METHOD = Method(
+    "dynosaur",
+    tuple(LEVELS),
+    tuple(MODULES),
+    dataset_partitions,
+    wanted=lambda res: {name: e.fingerprint for name, e in res["dynosaur"].registry().entries.items()},
+    source_file=lambda res: res["dynosaur"].registry_path,
+    resource_keys=frozenset({"dynosaur"}),
+    prunes=lambda res: res["dynosaur"].sensor_prunes,
+)
