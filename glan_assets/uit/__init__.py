@@ -1,0 +1,23 @@
+"""UIT (Liang et al., 2023): instruction collections in any common format -> one target format.
+
+instructions_raw (every instance as its collection states it) -> uit_candidates (K rewrites
+of each task's instruction, scored by a local LM) -> instructions_unified (the instances under
+their task's lowest-loss instruction). Each registered collection is a partition.
+"""
+
+from glan_assets.methods import Method
+from glan_assets.uit import candidates, raw, unified
+from glan_assets.uit.partitions import collection_partitions
+
+MODULES = [raw, candidates, unified]
+LEVELS = [m.LEVEL for m in MODULES]
+
+METHOD = Method(
+    "uit",
+    tuple(LEVELS),
+    tuple(MODULES),
+    collection_partitions,
+    wanted=lambda res: res["uit"].wanted(),
+    source_file=lambda res: res["uit"].collections_path,
+    resource_keys=frozenset({"uit"}),
+)
