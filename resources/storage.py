@@ -1,4 +1,14 @@
-"""DuckDB storage for every pipeline level: one file, one table per level.
+"""DuckDB storage for every pipeline level: one table per level, in one of two backends.
+
+- `duckdb` (the default): one DuckDB file. One writer process at a time: a writer waits for
+  the file lock.
+- `ducklake`: a DuckLake catalog whose metadata lives in PostgreSQL and whose table data is
+  Parquet files under a data path (a shared filesystem or an object store). Many processes, on
+  many machines, write partitions at once; DuckLake commits optimistically, and a commit that
+  conflicts with another writer's is run again here with backoff (logged and counted, see
+  `write_stats()`), not raised, for up to `lock_timeout_s`.
+
+Both run the same SQL: a connection's default catalog is the file or the lake (`USE lake`).
 
 The stock dagster-duckdb IO manager deletes then inserts outside a transaction, inserts
 by column position, leaks its connection on error and erases a partition on empty output.
@@ -7,21 +17,36 @@ connection, retries the file lock (DuckDB allows one writer process), and refuse
 replace stored rows with nothing.
 """
 
+import collections
+import importlib.util
 import os
+import random
+import threading
 import time
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow as pa
+from pydantic import BaseModel
 
-from glan_assets.schemas import RejectRow, TableRow
+# A row model is a pydantic model with the class attributes `table` and `id_column`.
+T = typing.TypeVar("T", bound=BaseModel)
+R = typing.TypeVar("R")
 
-T = typing.TypeVar("T", bound=TableRow)
+log = dg.get_dagster_logger("glan.storage")
+
+# What this process's writers waited for: `lock_waits` (the file backend's lock retries) and
+# `commit_retries` (the DuckLake backend's retried commit conflicts). Read with `write_stats()`.
+_STATS: collections.Counter = collections.Counter()
+
+# The catalog as the lake is attached in every DuckLake connection; `USE`d, so SQL names tables bare.
+LAKE = "lake"
 
 _SCALARS: dict[type, tuple[str, pa.DataType]] = {
     str: ("VARCHAR", pa.string()),
@@ -31,14 +56,14 @@ _SCALARS: dict[type, tuple[str, pa.DataType]] = {
 }
 
 
-def db_path(env: Mapping[str, str] | None = None) -> Path:
-    """`GLAN_DB`: the DuckDB file; the cache and checkpoints default to its folder."""
-    env = os.environ if env is None else env
-    return Path(env.get("GLAN_DB", "data/glan.duckdb"))
+@dataclass(frozen=True)
+class Slice:
+    """The rows of `row_type` matching `where` (column -> value; empty: the whole table),
+    to be replaced by `rows`."""
 
-
-class EmptyOutputError(Exception):
-    """A partition produced no rows; what was stored before is kept."""
+    row_type: type[BaseModel]
+    rows: Sequence[BaseModel]
+    where: Mapping[str, object] = field(default_factory=dict)
 
 
 def _column_type(annotation: object) -> tuple[str, pa.DataType]:
@@ -56,26 +81,175 @@ def _column_type(annotation: object) -> tuple[str, pa.DataType]:
     raise TypeError(f"no DuckDB column type for {annotation!r}")
 
 
-def columns_of(row_type: type[TableRow]) -> dict[str, tuple[str, pa.DataType]]:
+def columns_of(row_type: type[BaseModel]) -> dict[str, tuple[str, pa.DataType]]:
     """Column name -> (DuckDB type, Arrow type), in the model's field order."""
     return {name: _column_type(f.annotation) for name, f in row_type.model_fields.items()}
 
 
-def to_arrow(row_type: type[TableRow], rows: Sequence[TableRow]) -> pa.Table:
+def to_arrow(row_type: type[BaseModel], rows: Sequence[BaseModel]) -> pa.Table:
     cols = columns_of(row_type)
     schema = pa.schema([(name, arrow) for name, (_, arrow) in cols.items()])
     return pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
 
 
+def write_stats() -> dict[str, int]:
+    """How often this process's writes waited: `lock_waits` (file lock retries, duckdb backend)
+    and `commit_retries` (DuckLake commit conflicts retried, ducklake backend)."""
+    return {"lock_waits": _STATS["lock_waits"], "commit_retries": _STATS["commit_retries"]}
+
+
+def extension_path(name: str) -> str:
+    """The DuckDB extension file `name` from its PyPI package (`duckdb-ext-<name>`): DuckDB
+    cannot download extensions where there is no internet, and the packages pin the build."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    version = f"v{duckdb.__version__}"
+    platform = duckdb.execute("PRAGMA platform").fetchone()[0]
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(root) / "extensions" / version / platform / f"{name}.duckdb_extension"
+        if candidate.exists():
+            return str(candidate)
+    package = {"postgres_scanner": "postgres"}.get(name, name)
+    raise RuntimeError(
+        f"no DuckDB {name} extension for duckdb {duckdb.__version__} on {platform}: "
+        f"install duckdb-ext-{package}=={duckdb.__version__}.* (a dependency in pyproject.toml)"
+    )
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# One in-memory DuckDB with the lake attached per (process, catalog, data path): attaching costs
+# ~0.4 s (extensions, catalog round trips), a cursor on it ~5 ms.
+_LAKES: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+_LAKES_LOCK = threading.Lock()
+_INHERITED: list[duckdb.DuckDBPyConnection] = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked child attaches its own lake. Its copies of the parent's are kept, never closed:
+    closing them would end the parent's PostgreSQL sessions, whose sockets the child shares."""
+    global _LAKES_LOCK
+    _INHERITED.extend(_LAKES.values())
+    _LAKES.clear()
+    _LAKES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def close_lakes() -> None:
+    """Close this process's attached DuckLake catalogs (they are reopened on the next connect)."""
+    with _LAKES_LOCK:
+        for key in [k for k in _LAKES if k[0] == os.getpid()]:
+            _LAKES.pop(key).close()
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A DuckLake commit that lost a race with another writer's: retrying it can succeed.
+
+    Besides the "Transaction conflict" messages, DuckLake 1.4.4 fails a commit with "Failed to
+    parse catalog entry - trailing data after quoted value" when a writer that committed
+    meanwhile replaced a view (`CREATE OR REPLACE VIEW lineage`); the next attempt starts after
+    that snapshot and commits."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) and (
+        "conflict" in text or "failed to commit ducklake transaction" in text
+    )
+
+
+class _Backoff:
+    """Retries of one write: exponential backoff with jitter until `timeout_s` has passed; each
+    retry is logged (the Dagster step's log when in one) and counted in `write_stats()`."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.delay, self.attempt = 0.05, 0
+
+    def again(self, exc: BaseException, what: str) -> bool:
+        """Whether to retry after `exc` (slept already); False: out of time, raise it."""
+        if time.monotonic() > self.deadline:
+            return False
+        self.attempt += 1
+        _STATS["commit_retries"] += 1
+        wait = self.delay * random.uniform(0.5, 1.5)
+        reason = str(exc).strip().splitlines()[-1]
+        log.warning(f"DuckLake commit conflict writing {what}; retry {self.attempt} in {wait:.2f}s: {reason}")
+        time.sleep(wait)
+        self.delay = min(self.delay * 2, 2.0)
+        return True
+
+
+class _LakeConnection:
+    """A connection to the lake: a DuckDB connection, except that a statement committed on its
+    own (autocommit) whose commit conflicts with another writer's, as two builds replacing the
+    lineage view at once do, is run again. In an explicit transaction a conflict surfaces at
+    COMMIT, where `DuckDBStore._write` runs the whole transaction again."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+        self._con, self._timeout_s = con, timeout_s
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    def execute(self, query: object, *args: object, **kwargs: object) -> "_LakeConnection":
+        backoff = None
+        while True:
+            try:
+                self._con.execute(query, *args, **kwargs)
+                return self
+            except duckdb.TransactionException as exc:
+                text = str(query).strip().rstrip(";").upper()
+                # Only an implicit commit fails this way outside COMMIT; an explicit one is _write's.
+                if text in ("COMMIT", "END") or "failed to commit" not in str(exc).lower() or not _is_conflict(exc):
+                    raise
+                backoff = backoff or _Backoff(self._timeout_s)
+                if not backoff.again(exc, " ".join(str(query).split())[:60]):
+                    raise
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open; a failed COMMIT has already ended it."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
+
+
 class DuckDBStore(dg.ConfigurableResource):
-    """The DuckDB file that holds every level's table (`GLAN_DB`)."""
+    """The storage that holds every level's table: the DuckDB file `path` (`GLAN_DB`), or with
+    `backend="ducklake"` a DuckLake catalog in PostgreSQL (`catalog_dsn`) over Parquet files
+    under `data_path` (`GLAN_STORAGE`, `GLAN_CATALOG_DSN`, `GLAN_DATA_PATH`)."""
 
     path: str = "data/glan.duckdb"
+    # How long a write waits: for the file lock (duckdb), or retrying commit conflicts (ducklake).
     lock_timeout_s: float = 180.0
+    backend: typing.Literal["duckdb", "ducklake"] = "duckdb"
+    # libpq connection string of the PostgreSQL database that holds the DuckLake catalog, e.g.
+    # "host=db.internal port=5432 dbname=glan user=glan" (a password from PGPASSWORD or ~/.pgpass).
+    catalog_dsn: str = ""
+    # Where DuckLake writes the tables' Parquet files: a folder every writer sees, or s3://...
+    data_path: str = ""
+
+    @property
+    def location(self) -> str:
+        """Where the rows are, for messages."""
+        if self.backend == "ducklake":
+            return f"DuckLake catalog {self.catalog_dsn!r}, data at {self.data_path}"
+        return self.path
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits for another process's lock instead of failing."""
+        """A short-lived connection whose default catalog holds the tables. The file backend
+        waits for another process's lock instead of failing."""
+        if self.backend == "ducklake":
+            con = self._lake().cursor()
+            try:
+                con.execute(f"USE {LAKE}")
+                yield _LakeConnection(con, self.lock_timeout_s)
+            finally:
+                con.close()
+            return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
@@ -84,8 +258,15 @@ class DuckDBStore(dg.ConfigurableResource):
                 con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:
+                if "version number" in str(exc):
+                    raise RuntimeError(
+                        f"{self.path} was written by another DuckDB version ({str(exc).split(': ', 1)[-1]}); "
+                        f"this glan reads DuckDB {duckdb.__version__} files. Move it aside and run "
+                        "`glan build --force`: every LLM response is cached, so the rebuild makes no calls."
+                    ) from None
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
+                _STATS["lock_waits"] += 1
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         try:
@@ -93,58 +274,67 @@ class DuckDBStore(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def replace_partition(
-        self,
-        row_type: type[T],
-        discipline: str,
-        rows: Sequence[T],
-        rejects: Sequence[RejectRow] = (),
-    ) -> None:
-        """Replace one discipline's rows (and this asset's rejects) in one transaction.
-
-        With no rows, only the rejects are recorded and EmptyOutputError is raised,
-        so the rows stored before stay.
-        """
-        with self._transaction() as con:
-            self._ensure_table(con, RejectRow)
-            con.execute("DELETE FROM rejects WHERE discipline = ? AND asset = ?", [discipline, row_type.table])
-            self._insert(con, RejectRow, rejects)
-            if rows:
-                self._ensure_table(con, row_type)
-                con.execute(f"DELETE FROM {row_type.table} WHERE discipline = ?", [discipline])
-                self._insert(con, row_type, rows)
-        if not rows:
-            raise EmptyOutputError(
-                f"{row_type.table}[{discipline}]: no usable rows ({len(rejects)} rejects, see the "
-                f"rejects table); the rows stored before were kept"
+    def _lake(self) -> duckdb.DuckDBPyConnection:
+        """This process's in-memory DuckDB with the DuckLake catalog attached."""
+        if not self.catalog_dsn or not self.data_path:
+            raise ValueError(
+                "the ducklake backend needs catalog_dsn (GLAN_CATALOG_DSN) and data_path (GLAN_DATA_PATH)"
             )
+        key = (os.getpid(), self.catalog_dsn, self.data_path)
+        with _LAKES_LOCK:
+            if key in _LAKES:
+                return _LAKES[key]
+            if "://" not in self.data_path:
+                Path(self.data_path).mkdir(parents=True, exist_ok=True)
+            deadline = time.monotonic() + self.lock_timeout_s
+            delay = 0.1
+            while True:
+                con = duckdb.connect()
+                try:
+                    for name in ("postgres_scanner", "ducklake"):
+                        con.execute(f"LOAD {_sql_string(extension_path(name))}")
+                    con.execute(
+                        f"ATTACH {_sql_string('ducklake:postgres:' + self.catalog_dsn)} AS {LAKE} "
+                        f"(DATA_PATH {_sql_string(self.data_path)})"
+                    )
+                    break
+                except duckdb.Error as exc:
+                    con.close()
+                    # Writers attaching a new catalog at once race to create its metadata tables.
+                    text = str(exc).lower()
+                    racing = any(w in text for w in ("already exists", "duplicate key", "conflict"))
+                    if not racing or time.monotonic() > deadline:
+                        raise
+                    _STATS["commit_retries"] += 1
+                    log.warning(f"DuckLake catalog being created by another writer; retrying: {exc}")
+                    time.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 2.0)
+            _LAKES[key] = con
+            return con
 
-    def replace_rows(
-        self, row_type: type[T], rows: Sequence[T], rejects: Sequence[RejectRow] | None = None
-    ) -> None:
-        """Replace a whole unpartitioned table in one transaction, and its asset's rejects
-        when given."""
-        with self._transaction() as con:
-            if rejects is not None:
-                self._ensure_table(con, RejectRow)
-                con.execute("DELETE FROM rejects WHERE asset = ?", [row_type.table])
-                self._insert(con, RejectRow, rejects)
-            self._replace_table(con, row_type, rows)
+    def replace(self, slices: Sequence[Slice]) -> None:
+        """Replace every slice in one transaction: all of them change, or none does."""
 
-    def replace_tables(self, tables: Mapping[type[TableRow], Sequence[TableRow]]) -> None:
-        """Replace whole unpartitioned tables in one transaction: all of them change or none."""
-        with self._transaction() as con:
-            for row_type, rows in tables.items():
-                self._replace_table(con, row_type, rows)
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            for part in slices:
+                self._ensure_table(con, part.row_type)
+                clauses = " AND ".join(f'"{c}" = ?' for c in part.where)
+                con.execute(
+                    f"DELETE FROM {part.row_type.table}" + (f" WHERE {clauses}" if clauses else ""),
+                    list(part.where.values()),
+                )
+                self._insert(con, part.row_type, part.rows)
+
+        self._write(write, ", ".join(sorted({p.row_type.table for p in slices})))
 
     def read(
-        self, row_type: type[T], discipline: str | None = None, where: str = "", params: Sequence = ()
+        self, row_type: type[T], partition: str | None = None, where: str = "", params: Sequence = ()
     ) -> list[T]:
-        """Rows of a table, ordered by id; one discipline's when given."""
+        """Rows of a table, ordered by id; one partition's when given."""
         clauses, args = [], list(params)
-        if discipline is not None:
-            clauses.append("discipline = ?")
-            args.insert(0, discipline)
+        if partition is not None:
+            clauses.append(f"{row_type.partition_column} = ?")
+            args.insert(0, partition)
         if where:
             clauses.append(f"({where})")
         sql = f"SELECT * FROM {row_type.table}"
@@ -167,49 +357,80 @@ class DuckDBStore(dg.ConfigurableResource):
             names = [d[0] for d in cur.description]
             return [dict(zip(names, rec)) for rec in cur.fetchall()]
 
-    def delete_discipline(self, discipline: str) -> dict[str, int]:
-        """Remove a discipline's rows from every table, in one transaction."""
-        removed: dict[str, int] = {}
-        with self._transaction() as con:
-            tables = con.execute(
-                "SELECT table_name FROM duckdb_columns() JOIN duckdb_tables() USING (schema_name, table_name) "
-                "WHERE column_name = 'discipline' AND schema_name = 'main'"
-            ).fetchall()
-            for (table,) in tables:
-                n = con.execute(
-                    f'DELETE FROM "{table}" WHERE discipline = ?', [discipline]
+    def delete_partition(self, column: str, key: str, rejects_table: str = "rejects") -> dict[str, int]:
+        """Remove one partition's rows from every table with the column `column`, and their
+        rejects, in one transaction. Returns rows removed per table."""
+
+        def delete(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            removed: dict[str, int] = {}
+            tables = [
+                t
+                for (t,) in con.execute(
+                    "SELECT table_name FROM duckdb_columns() "
+                    "JOIN duckdb_tables() USING (database_name, schema_name, table_name) "
+                    "WHERE column_name = ? AND database_name = current_database() AND schema_name = current_schema()",
+                    [column],
+                ).fetchall()
+            ]
+            for table in tables:
+                removed[table] = con.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', [key]).fetchone()[0]
+            if tables and self._has_table(con, rejects_table):
+                marks = ", ".join("?" for _ in tables)
+                removed[rejects_table] = con.execute(
+                    f"DELETE FROM {rejects_table} WHERE partition_key = ? AND asset IN ({marks})", [key, *tables]
                 ).fetchone()[0]
-                removed[table] = n
-        return removed
+            return removed
+
+        return self._write(delete, f"partition {column}={key}")
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection in one transaction: committed when the block ends, rolled back if it raises."""
+        """A connection in one transaction: committed when the block ends, rolled back if it raises.
+        One attempt: `_write` retries DuckLake commit conflicts."""
         with self.connect() as con:
             con.begin()
             try:
                 yield con
-                con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
+            con.execute("COMMIT")
 
-    def _replace_table(
-        self, con: duckdb.DuckDBPyConnection, row_type: type[TableRow], rows: Sequence[TableRow]
-    ) -> None:
-        self._ensure_table(con, row_type)
-        con.execute(f"DELETE FROM {row_type.table}")
-        self._insert(con, row_type, rows)
+    def _write(self, body: Callable[[duckdb.DuckDBPyConnection], R], what: str) -> R:
+        """`body` in one transaction. On DuckLake, a commit that conflicts with another
+        writer's (both created a table, or changed the same rows) is rolled back and the whole
+        transaction run again, with exponential backoff and jitter, for up to `lock_timeout_s`;
+        each retry is logged and counted (`write_stats()`)."""
+        backoff = _Backoff(self.lock_timeout_s)
+        while True:
+            try:
+                with self._transaction() as con:
+                    return body(con)
+            except duckdb.TransactionException as exc:
+                if self.backend != "ducklake" or not _is_conflict(exc) or not backoff.again(exc, what):
+                    raise
+
+    def relations(self) -> set[str]:
+        """The tables and views of the store's own catalog (the file, or the lake)."""
+        own = "database_name = current_database() AND schema_name = current_schema()"
+        rows = self.query(
+            f"SELECT table_name AS name FROM duckdb_tables() WHERE {own} "
+            f"UNION SELECT view_name FROM duckdb_views() WHERE {own} AND NOT internal"
+        )
+        return {r["name"] for r in rows}
 
     @staticmethod
     def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+        """Whether the connection's own catalog (the file, or the lake) has the table."""
         return bool(
             con.execute(
-                "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [table]
+                "SELECT 1 FROM duckdb_tables() WHERE table_name = ? "
+                "AND database_name = current_database() AND schema_name = current_schema()",
+                [table],
             ).fetchone()
         )
 
-    def _ensure_table(self, con: duckdb.DuckDBPyConnection, row_type: type[TableRow]) -> None:
+    def _ensure_table(self, con: duckdb.DuckDBPyConnection, row_type: type[BaseModel]) -> None:
         """Create the table from the model, or add the columns a newer model has."""
         cols = columns_of(row_type)
         if not self._has_table(con, row_type.table):
@@ -219,7 +440,8 @@ class DuckDBStore(dg.ConfigurableResource):
         existing = {
             r[0]
             for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'",
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+                "AND database_name = current_database() AND schema_name = current_schema()",
                 [row_type.table],
             ).fetchall()
         }
@@ -228,7 +450,7 @@ class DuckDBStore(dg.ConfigurableResource):
                 con.execute(f'ALTER TABLE {row_type.table} ADD COLUMN "{name}" {sql}')
 
     @staticmethod
-    def _insert(con: duckdb.DuckDBPyConnection, row_type: type[TableRow], rows: Sequence[TableRow]) -> None:
+    def _insert(con: duckdb.DuckDBPyConnection, row_type: type[BaseModel], rows: Sequence[BaseModel]) -> None:
         if not rows:
             return
         con.register("incoming", to_arrow(row_type, rows))
