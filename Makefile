@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup demo test test-fast browser-deps dev clean
+.PHONY: setup demo test browser-deps db-deps queue-deps dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,10 +20,20 @@ setup: $(BIN)/python
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# PostgreSQL for the DuckLake storage tests (GLAN_STORAGE=ducklake): Debian's package; the tests
+# start a throwaway server on 127.0.0.1 themselves.
+db-deps:
+	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+# Redis, the Celery broker for the distributed deployment's test (tests/test_distributed.py):
+# Debian's package; the test starts a throwaway server on 127.0.0.1 itself.
+queue-deps:
+	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
 demo: setup
 	$(BIN)/glan build
 
-test: setup browser-deps
+test: setup browser-deps db-deps queue-deps
 	$(BIN)/python -m pytest -q
 
 dev: setup

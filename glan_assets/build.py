@@ -1,32 +1,52 @@
-"""`glan build`: register the taxonomy's partitions, then materialize them in parallel runs.
+"""`glan build`: register the taxonomy's partitions, plan what is missing or stale, and
+materialize exactly that, in parallel runs.
 
-Each discipline is one run in the Dagster instance (`DAGSTER_HOME`), so what the CLI
-builds shows up in the UI exactly as a UI-launched run would, and so the build can report
-each level as its run writes it there.
+Each partition that needs work is one run in the Dagster instance (`DAGSTER_HOME`), of the
+levels the plan names, so what the CLI builds shows up in the UI as a UI-launched run
+would, and the build reports each level as its run writes it there. The plan is the same
+one the taxonomy sensor follows (`glan_assets.plan`).
 """
 
+import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from glan_assets.checks import ALL_CHECKS
-from glan_assets.definitions import GENERATION_ASSETS, TRAINING_ASSETS
-from glan_assets.partitions import discipline_partitions, partition_changes
+from glan_assets import training
+from glan_assets.checks import all_checks
+from glan_assets.methods import Method
+from glan_assets.plan import (
+    FORCED,
+    History,
+    PartitionPlan,
+    checkpoint_reason,
+    plan_partitions,
+    training_set_reason,
+)
+from glan_assets.registry import LEVELS, METHODS
+from glan_assets.sensors import partition_changes
+from glan_assets.settings import resources_from_env
+from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
-from resources.settings import GenerationSettings, resources_from_env
 from resources.storage import DuckDBStore
 
-# Progress lines say what the console log would (rejects included); the event log keeps it all.
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 BUILD_TAG = "glan/build"  # the same id on every run of one `build`
+PARTITION_TAG = "glan/partition"
+# The terminal shows the progress lines; Dagster's own log goes to the build's log file.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+GENERATION = [lv.name for m in METHODS for lv in m.levels]
+TRAINING = [m.__name__.rsplit(".", 1)[1] for m in training.MODULES]
+BUILD_ORDER = GENERATION + TRAINING  # what `--until` can name
 
 
 @dataclass
@@ -36,21 +56,22 @@ class LevelSummary:
     rejects: int = 0
     llm_calls: int = 0
     cache_hits: int = 0
-
-
-@dataclass
-class LevelProgress:
-    """One level of a discipline's run, as soon as it is materialized or has failed."""
-
-    discipline: str
-    level: LevelSummary
-    seconds: float  # since the discipline's run was created
+    retries: int = 0
     failed: bool = False
 
 
 @dataclass
-class DisciplineSummary:
-    discipline: str
+class LevelProgress:
+    """One level of a partition's run, as soon as it is materialized or has failed."""
+
+    partition: str
+    level: LevelSummary
+    seconds: float  # since the partition's run was created
+
+
+@dataclass
+class PartitionSummary:
+    partition: str
     success: bool
     seconds: float
     run_id: str
@@ -58,48 +79,158 @@ class DisciplineSummary:
     failed_checks: list[str] = field(default_factory=list)
     error: str = ""
 
+    @property
+    def failed_level(self) -> LevelSummary | None:
+        return next((lv for lv in self.levels if lv.failed), None)
+
+
+@dataclass
+class TrainingStep:
+    asset: str
+    partition: str | None
+    reason: str
+
+
+@dataclass
+class MethodPlan:
+    method: Method
+    partitions: list[PartitionPlan]
+    up_to_date: int  # partitions with nothing to build
+    added: list[str]
+    removed: list[str]  # left out of the method's file; pruned only with `prune`
+
+
+@dataclass
+class BuildPlan:
+    methods: list[MethodPlan]
+    pruned: bool
+    training: list[TrainingStep]
+
+    @property
+    def partitions(self) -> list[PartitionPlan]:
+        return [p for m in self.methods for p in m.partitions]
+
 
 def sync_partitions(
-    instance: dg.DagsterInstance, settings: GenerationSettings, store: DuckDBStore
+    instance: dg.DagsterInstance, method: Method, wanted: Sequence[str], store: DuckDBStore, prune: bool = False
 ) -> tuple[list[str], list[str]]:
-    """Make the discipline partitions match the taxonomy file; drop removed ones' rows."""
-    taxonomy = settings.taxonomy()
-    registered = instance.get_dynamic_partitions(discipline_partitions.name)
-    added, removed = partition_changes(registered, list(taxonomy.disciplines))
+    """Register the method's new partitions; with `prune`, drop removed ones and their rows.
+    Returns (added, removed)."""
+    registered = instance.get_dynamic_partitions(method.partitions.name)
+    added, removed = partition_changes(registered, list(wanted))
     if added:
-        instance.add_dynamic_partitions(discipline_partitions.name, added)
-    for key in removed:
-        store.delete_discipline(key)
-        instance.delete_dynamic_partition(discipline_partitions.name, key)
+        instance.add_dynamic_partitions(method.partitions.name, added)
+    if prune:
+        for key in removed:
+            store.delete_partition(method.partition_column, key)
+            instance.delete_dynamic_partition(method.partitions.name, key)
     return added, removed
 
 
-LEVELS = [a.key.to_user_string() for a in (*GENERATION_ASSETS, *TRAINING_ASSETS)]
+def sync_recipes(instance: dg.DagsterInstance, recipes: Sequence[str]) -> None:
+    have = set(instance.get_dynamic_partitions(recipe_partitions.name))
+    if missing := [r for r in recipes if r not in have]:
+        instance.add_dynamic_partitions(recipe_partitions.name, missing)
 
 
-def build_one(
-    instance: dg.DagsterInstance, discipline: str, until: str = "answers", *, build_id: str
-) -> DisciplineSummary:
-    """Materialize one discipline's partitions, from its taxonomy node to `until`, in one run."""
+def plan_build(
+    instance: dg.DagsterInstance,
+    resources: dict,
+    *,
+    only: dict[str, Sequence[str]] | None = None,
+    force: bool = False,
+    prune: bool = False,
+    until: str = BUILD_ORDER[-1],
+    recipe: tuple[str, object] | None = None,
+) -> BuildPlan:
+    """Register partitions, then decide what to build: per partition of each method, the
+    first missing or stale level and everything below it (up to `until`), then the training
+    assets whose inputs moved. `only` maps a method's partition noun ("discipline") to the
+    keys to consider; `force` rebuilds those (all when none are named)."""
+    only = only or {}
+    history = History.read(instance, [lv.name for m in METHODS for lv in m.levels] + TRAINING)
+    methods = []
+    for method in METHODS:
+        wanted = method.wanted(resources)
+        added, removed = sync_partitions(instance, method, list(wanted), resources["store"], prune)
+        if any(only.values()) and not only.get(method.noun):
+            continue  # another method's partitions were named
+        keys = list(only.get(method.noun) or wanted)
+        names = [lv.name for lv in method.levels]
+        levels = list(method.levels) if until not in names else list(method.levels[: names.index(until) + 1])
+        if until not in TRAINING and until not in names:
+            continue  # `until` names another method's level
+        plans = plan_partitions(levels, keys, history, wanted, force=keys if force else (), resources=resources)
+        methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
+    changed = any(m.partitions or (m.removed and prune) for m in methods)
+    return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed))
+
+
+def training_steps(
+    instance: dg.DagsterInstance,
+    history: History,
+    until: str,
+    recipe: tuple[str, object] | None,
+    generating: bool,
+) -> list[TrainingStep]:
+    """The training assets to build. While generation runs are planned, the training set
+    is decided again after them (its sources may not change); this says so."""
+    if until not in TRAINING:
+        return []
+    steps = []
+    training_level = training.LEVELS[0]
+    sources = [lv for lv in LEVELS if lv.name in training_level.deps]
+    reason = training_set_reason(instance, training_level, sources, history)
+    if reason or generating:
+        steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
+    if until == TRAINING[-1] and recipe is not None:
+        name, spec = recipe
+        sync_recipes(instance, [name])
+        asset = training.MODULES[-1].model_checkpoint
+        code = asset.code_versions_by_key[asset.key]
+        reason = checkpoint_reason(asset.key.to_user_string(), code, name, spec.version, training_level, history)
+        if reason or steps:
+            steps.append(TrainingStep(asset.key.to_user_string(), name, reason or "if the training set changes"))
+    return steps
+
+
+def _assets_and_checks() -> list:
+    assets = dg.load_assets_from_modules([m for method in METHODS for m in method.modules])
+    return [*assets, *all_checks([lv for method in METHODS for lv in method.levels])]
+
+
+def run_partition(
+    instance: dg.DagsterInstance, plan: PartitionPlan, *, build_id: str, verbose: bool = False
+) -> PartitionSummary:
+    """Materialize the plan's levels of one partition, with their checks, in one run."""
     start = time.monotonic()
-    assets = GENERATION_ASSETS[: min(LEVELS.index(until), len(GENERATION_ASSETS) - 1) + 1]
-    checked = {a.key for a in assets}
     result = dg.materialize(
-        [*assets, *(c for c in ALL_CHECKS if {k.asset_key for k in c.check_keys} <= checked)],
-        partition_key=discipline,
+        _assets_and_checks(),
+        selection=dg.AssetSelection.assets(*plan.levels),
+        partition_key=plan.key,
         instance=instance,
         resources=resources_from_env(),
-        run_config=QUIET,
+        run_config=VERBOSE if verbose else QUIET,
         raise_on_error=False,
-        tags={"glan/launched_by": "glan build", BUILD_TAG: build_id},
+        tags={
+            "glan/launched_by": "glan build",
+            "glan/pid": str(os.getpid()),  # lets a later build tell a killed build's runs
+            BUILD_TAG: build_id,
+            PARTITION_TAG: plan.key,
+            "glan/reason": plan.reason,
+        },
     )
-    levels = [level_of(event) for event in result.get_asset_materialization_events()]
+    levels = [level_of(event) for event in result.all_events if _is_level_event(event)]
     failed_checks = [
         f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
     ]
     error = "" if result.success else failure_message(result)
-    return DisciplineSummary(
-        discipline, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error
+    return PartitionSummary(plan.key, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error)
+
+
+def _is_level_event(event: dg.DagsterEvent) -> bool:
+    return event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION or (
+        event.is_step_failure and not event.step_key.endswith("_checks")
     )
 
 
@@ -112,17 +243,20 @@ def level_of(event: dg.DagsterEvent) -> LevelSummary:
     else:
         mat = event.event_specific_data.materialization
         asset, metadata = mat.asset_key.to_user_string(), mat.metadata
-    counts = ("rows", "rejects", "llm_calls", "cache_hits")
-    return LevelSummary(asset, *(int(metadata[k].value) if k in metadata else 0 for k in counts))
+    counts = ("rows", "rejects", "llm_calls", "cache_hits", "retries")
+    return LevelSummary(asset, *(int(metadata[k].value) if k in metadata else 0 for k in counts), event.is_step_failure)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """Each failed step with its error's first line of explanation."""
-    return "; ".join(
-        f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
-        for e in result.all_events
-        if e.is_step_failure
-    )
+    """The first failed step with the first line of its error (later steps were skipped)."""
+    for e in result.all_events:
+        if e.is_step_failure:
+            error = e.step_failure_data.error
+            while error is not None and error.cause is not None:  # Dagster wraps the user's error
+                error = error.cause
+            message = (error.message.strip().splitlines() or [""])[0] if error else ""
+            return f"{e.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}"
+    return "the run failed before any step ran"
 
 
 class LevelWatch:
@@ -152,14 +286,14 @@ class LevelWatch:
                 )
                 self.cursors[run.run_id] = events.cursor
                 for event in (r.event_log_entry for r in events.records):
-                    self.on_progress(
-                        LevelProgress(
-                            run.tags[PARTITION_NAME_TAG],
-                            level_of(event.dagster_event),
-                            event.timestamp - record.create_timestamp.timestamp(),
-                            event.dagster_event.is_step_failure,
+                    if _is_level_event(event.dagster_event):
+                        self.on_progress(
+                            LevelProgress(
+                                run.tags.get(PARTITION_TAG, ""),
+                                level_of(event.dagster_event),
+                                event.timestamp - record.create_timestamp.timestamp(),
+                            )
                         )
-                    )
 
 
 @contextmanager
@@ -184,52 +318,92 @@ def watching(
         thread.join()
 
 
-def _build_in_worker(instance_ref: InstanceRef, discipline: str, until: str, build_id: str) -> DisciplineSummary:
-    return build_one(dg.DagsterInstance.from_ref(instance_ref), discipline, until, build_id=build_id)
+def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
+    return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose)
 
 
-def train(instance: dg.DagsterInstance, recipe: str, until: str = "model_checkpoint") -> list[dg.ExecuteInProcessResult]:
-    """The training set from every discipline's answers, then the recipe's checkpoint."""
-    results = []
-    for asset in TRAINING_ASSETS[: LEVELS.index(until) - len(GENERATION_ASSETS) + 1]:
-        partitioned = asset.partitions_def is not None
-        results.append(
-            dg.materialize(
-                [asset],
-                partition_key=recipe if partitioned else None,
-                instance=instance,
-                resources=resources_from_env(),
-                run_config=QUIET,
-                raise_on_error=False,
-                tags={"glan/launched_by": "glan build"},
-            )
-        )
-        if not results[-1].success:
-            break
-    return results
+def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
+    """One run in a process of its own, so a run whose process is killed fails alone."""
+    start = time.monotonic()
+    with worker_pool(1) as pool:
+        try:
+            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose).result()
+        except BrokenProcessPool:
+            return PartitionSummary(plan.key, False, time.monotonic() - start, "",
+                                    error="the run's process died (killed?); `glan build` again resumes it")
 
 
 def build(
     instance: dg.DagsterInstance,
-    disciplines: list[str],
+    plans: Sequence[PartitionPlan],
     workers: int = 4,
-    on_done: Callable[[DisciplineSummary], None] = lambda s: None,
-    until: str = "answers",
+    on_done: Callable[[PartitionSummary], None] = lambda s: None,
     on_progress: Callable[[LevelProgress], None] = lambda p: None,
-) -> list[DisciplineSummary]:
-    """Build the disciplines, `workers` runs at a time (one in-process when workers is 1),
-    reporting each level as it lands and each discipline when its run is done."""
-    build_id = uuid.uuid4().hex
+    build_id: str | None = None,
+    verbose: bool = False,
+) -> list[PartitionSummary]:
+    """Run the plans, `workers` runs at a time (in-process when workers is 1), reporting
+    each level as it lands and each partition when its run is done."""
+    build_id = build_id or uuid.uuid4().hex
     summaries = []
     with watching(instance, build_id, on_progress) as watch, ExitStack() as stack:
-        if workers <= 1 or len(disciplines) <= 1:
-            finished = (build_one(instance, key, until, build_id=build_id) for key in disciplines)
+        if workers <= 1 or len(plans) <= 1:
+            finished = (run_partition(instance, p, build_id=build_id, verbose=verbose) for p in plans)
         else:
-            pool = stack.enter_context(worker_pool(workers))
-            futures = [pool.submit(_build_in_worker, instance.get_ref(), key, until, build_id) for key in disciplines]
+            pool = stack.enter_context(ThreadPoolExecutor(workers))
+            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose) for p in plans]
             finished = (future.result() for future in as_completed(futures))
         for summary in finished:
             watch.poll()  # the run's last levels before its summary
             summaries.append(summary)
             on_done(summary)
     return summaries
+
+
+def train(
+    instance: dg.DagsterInstance,
+    steps: Sequence[TrainingStep],
+    recipe: tuple[str, object] | None,
+    *,
+    build_id: str,
+    verbose: bool = False,
+) -> list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]]:
+    """Run the planned training steps whose inputs really changed, re-deciding each after
+    the generation runs; a step that is up to date by then comes back with no result."""
+    done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
+    assets = dg.load_assets_from_modules(training.MODULES)
+    for step in steps:
+        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe, generating=False)
+        current = next((s for s in fresh if s.asset == step.asset), None)
+        if current is None and step.reason != FORCED:
+            done.append((TrainingStep(step.asset, step.partition, "up to date"), None))
+            continue
+        result = dg.materialize(
+            assets,
+            selection=[step.asset],
+            partition_key=step.partition,
+            instance=instance,
+            resources=resources_from_env(),
+            run_config=VERBOSE if verbose else QUIET,
+            raise_on_error=False,
+            tags={"glan/launched_by": "glan build", BUILD_TAG: build_id, "glan/reason": current.reason if current else step.reason},
+        )
+        done.append((current or step, result))
+        if not result.success:
+            break
+    return done
+
+
+def write_log(instance: dg.DagsterInstance, build_id: str, path: Path) -> Path:
+    """Dagster's log of every run of the build, in one file, for when something failed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for record in instance.get_run_records(dg.RunsFilter(tags={BUILD_TAG: build_id}), ascending=True):
+            out.write(f"=== run {record.dagster_run.run_id} {dict(record.dagster_run.tags)}\n")
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                stamp = time.strftime("%H:%M:%S", time.localtime(entry.timestamp))
+                message = entry.dagster_event.message if entry.dagster_event and entry.dagster_event.message else entry.user_message
+                out.write(f"{stamp} {entry.level if isinstance(entry.level, str) else entry.level} {entry.step_key or ''} {message}\n")
+                if entry.dagster_event and entry.dagster_event.is_step_failure and entry.dagster_event.step_failure_data.error:
+                    out.write(entry.dagster_event.step_failure_data.error.to_string() + "\n")
+    return path

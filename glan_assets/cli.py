@@ -1,127 +1,289 @@
-"""The `glan` command: build, trace, export, and review taxonomy proposals."""
+"""The `glan` command: build, trace, export, review rejects and taxonomy proposals."""
 
+import fcntl
 import os
 import sys
 import time
+import uuid
+import warnings
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import dagster as dg
+import duckdb
 
 from glan_assets.build import (
-    LEVELS,
-    DisciplineSummary,
+    BUILD_ORDER,
+    GENERATION,
+    BuildPlan,
     LevelProgress,
     LevelSummary,
+    PartitionSummary,
     build,
     failure_message,
-    sync_partitions,
+    plan_build,
     train,
+    write_log,
 )
-from glan_assets.definitions import GENERATION_ASSETS
-from glan_assets.ids import table_of
-from glan_assets.lineage import LINEAGE_VIEW, chain
-from glan_assets.release import export_dataset
-from glan_assets.schemas import ProposalRow
-from glan_assets.taxonomy_file import TaxonomyError, add_node
+from glan_assets.glan.schemas import ProposalRow
+from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
+from glan_assets.lineage import chain, ensure_lineage_views
+from glan_assets.registry import LEVELS, METHODS, stages
+from glan_assets.rows import RejectRow
+from glan_assets.settings import SettingsError, resources_from_env
+from glan_assets.training.release import export_dataset
 from resources.llm import EndpointUnreachable
-from resources.settings import resources_from_env
+from resources.storage import DuckDBStore, Slice
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _message(exc: Exception) -> str:
+    """An exception's message; a KeyError's without the quotes `str()` adds."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _resources() -> dict:
+    try:
+        return resources_from_env()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+
+
+@contextmanager
+def _home_lock(home: Path):
+    """One process at a time sets up a Dagster home: two at once on a new home raced its
+    schema migration (two alembic heads) and left it unusable."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".glan.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _instance() -> dg.DagsterInstance:
     if not os.environ.get("DAGSTER_HOME"):
         # Without it Dagster keeps runs and partitions in a temp dir that vanishes on exit.
         os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.get()
+    home = Path(os.environ["DAGSTER_HOME"])
+    with _home_lock(home):
+        if not (home / "dagster.yaml").exists():
+            # Dagster warns about a home without one, and greets a new one with telemetry.
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # creates or migrates the storage while the lock is held
+    return instance
 
 
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
+@contextmanager
+def _one_build_at_a_time(home: Path):
+    """A second `glan build` on the same Dagster home waits for the first, then plans anew
+    (and usually finds its work done) instead of building the same partitions twice."""
+    with open(home / ".glan-build.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            click.echo(f"waiting for another glan build (pid {holder}) on this DAGSTER_HOME ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _store_with_data(res: dict) -> DuckDBStore:
+    """The store, for commands that only read: a missing file is an error, not a new file."""
+    store = res["store"]
+    if store.backend == "duckdb" and not Path(store.path).exists():
+        _fail(f"no data at {store.path} (GLAN_DB); build some with `glan build`")
+    return store
+
+
+def _fail_orphaned_runs(instance: dg.DagsterInstance) -> int:
+    """Runs of a `glan build` whose process is gone stay STARTED and hold the UI's run queue
+    slots; report them failed."""
+    orphaned = 0
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={"glan/launched_by": "glan build"})):
+        pid = int(run.tags.get("glan/pid", "0"))
+        try:
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        instance.report_run_failed(run, message=f"the glan build process ({pid}) that ran this is gone")
+        # Its `llm` pool slots stay claimed otherwise, and enough of them would stall every
+        # later build; Dagster has no public call for this (the daemon's run monitoring uses it).
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        orphaned += 1
+    return orphaned
 
 
 @click.group()
 def main() -> None:
-    """GLAN instruction-tuning data, built incrementally with Dagster and DuckDB."""
+    """Instruction-tuning data, built incrementally with Dagster and DuckDB."""
+    # Dagster's preview/beta warnings are about APIs this project chose; they would drown the
+    # progress lines. Everything Dagster logs is in the build's log file.
+    warnings.filterwarnings("ignore", module="dagster")
+    # peft calls a transformers attribute deprecated in 5.x; nothing for a user to do.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+PLAN_LINES = 20  # partitions the plan names one by one; the rest are counted by reason
+
+
+def _describe(plan: BuildPlan) -> list[str]:
+    lines = []
+    for m in plan.methods:
+        if m.added:
+            lines.append(f"new {m.method.noun}s: {', '.join(m.added)}")
+        if m.removed:
+            verb = "pruned (rows deleted)" if plan.pruned else "gone from the file, rows kept (`--prune` deletes them)"
+            lines.append(f"{m.method.noun}s {verb}: {', '.join(m.removed)}")
+        for p in m.partitions[:PLAN_LINES]:
+            lines.append(f"build  {p.key}: {p.levels[0]} .. {p.levels[-1]} ({p.reason})")
+        if len(m.partitions) > PLAN_LINES:
+            reasons = Counter(p.reason for p in m.partitions[PLAN_LINES:])
+            more = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+            lines.append(f"build  {len(m.partitions) - PLAN_LINES} more {m.method.noun}s ({more})")
+    for step in plan.training:
+        lines.append(f"build  {step.asset}{f'[{step.partition}]' if step.partition else ''} ({step.reason})")
+    fresh = ", ".join(f"{m.up_to_date} {m.method.noun}(s)" for m in plan.methods)
+    lines.append(f"up to date: {fresh}" + ("" if plan.training else ", training"))
+    return lines
+
+
+def _partition_options(command):
+    """`--discipline`, `--dataset`, ...: one repeatable filter per method's partitions."""
+    for method in reversed(METHODS):
+        command = click.option(f"--{method.noun}", f"only_{method.noun}", multiple=True,
+                               help=f"Build only these {method.noun}s (repeatable).")(command)
+    return command
 
 
 @main.command("build")
-@click.option("--discipline", "-d", "disciplines", multiple=True, help="Build only these (repeatable).")
-@click.option("--workers", default=4, show_default=True, help="Disciplines built at once.")
+@_partition_options
+@click.option("--workers", default=4, show_default=True, help="Partitions built at once.")
 @click.option("--keep-server", is_flag=True, help="Leave the embedded model server running afterwards.")
-@click.option("--until", type=click.Choice(LEVELS), default=LEVELS[-1], show_default=True,
+@click.option("--until", type=click.Choice(BUILD_ORDER), default=BUILD_ORDER[-1], show_default=True,
               help="The last level to build.")
 @click.option("--recipe", default="demo", show_default=True, help="Training recipe (GLAN_RECIPES) for the checkpoint.")
-def build_cmd(disciplines: tuple[str, ...], workers: int, keep_server: bool, until: str, recipe: str) -> None:
-    """Register partitions from the taxonomy and build everything, or the named disciplines,
-    through the training set and the recipe's model checkpoint."""
-    res = resources_from_env()
-    settings, store, llm = res["settings"], res["store"], res["llm"]
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--force", is_flag=True, help="Rebuild the named disciplines (all when none is named), through the LLM cache.")
+@click.option("--prune", is_flag=True, help="Delete the rows of disciplines no longer in the taxonomy.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Dagster's own log on the terminal.")
+def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run: bool, force: bool, prune: bool,
+              verbose: bool, **only: tuple[str, ...]) -> None:
+    """Build what is missing or stale: print the plan, then materialize only that, from each
+    method's file (the taxonomy, ...) through the training set and the recipe's checkpoint."""
+    res = _resources()
+    only = {noun.removeprefix("only_"): keys for noun, keys in only.items()}
     try:
-        taxonomy = settings.taxonomy()
-        unknown = [d for d in disciplines if d not in taxonomy.disciplines]
-        if unknown:
-            _fail(f"not in {taxonomy.path}: {', '.join(unknown)}")
-        instance = _instance()
-        added, removed = sync_partitions(instance, settings, store)
-    except TaxonomyError as exc:
-        _fail(str(exc))
-    keys = list(disciplines) or list(taxonomy.disciplines)
-    click.echo(f"taxonomy {taxonomy.path}: {len(taxonomy.disciplines)} disciplines "
-               f"({len(added)} new, {len(removed)} removed); building {len(keys)}")
+        recipe_spec = res["training"].recipe(recipe)
+        for method in METHODS:
+            wanted = method.wanted(res)
+            click.echo(f"{method.name}: {method.source_file(res)}, {len(wanted)} {method.noun}s")
+            if unknown := [k for k in only.get(method.noun, ()) if k not in wanted]:
+                _fail(f"not in {method.source_file(res)}: {', '.join(unknown)}")
+    except (TaxonomyError, KeyError, ValueError) as exc:
+        _fail(_message(exc))
+    instance = _instance()
+    with _one_build_at_a_time(Path(os.environ["DAGSTER_HOME"])):
+        _build(instance, res, only, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune, verbose)
+
+
+def _build(instance: dg.DagsterInstance, res: dict, only: dict, workers: int, keep_server: bool, until: str,
+           recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool) -> None:
+    store, llm = res["store"], res["llm"]
+    if orphaned := _fail_orphaned_runs(instance):
+        click.echo(f"marked {orphaned} run(s) of killed builds as failed")
+    plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe)
+    for line in _describe(plan):
+        click.echo(f"  {line}")
+    if dry_run or not (plan.partitions or plan.training):
+        return
+    build_id = uuid.uuid4().hex
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{build_id[:8]}.log"
     embedded = not llm.base_url
     if embedded:
         from resources import embedded as server
 
         click.echo(f"no OPENAI_BASE_URL: starting the embedded model ({llm.default_model}) ...")
-        endpoint = server.ensure_server(llm.default_model)
+        try:
+            endpoint = server.ensure_server(llm.default_model)
+        except RuntimeError as exc:
+            _fail(str(exc))
         click.echo(f"  serving at {endpoint.base_url}")
     start = time.monotonic()
 
     def rejected(lv: LevelSummary) -> str:
         return f" (+{lv.rejects} rejected)" if lv.rejects else ""
 
+    def retried(n: int) -> str:
+        return f", {n} retried" if n else ""
+
     def progress(p: LevelProgress) -> None:
         lv = p.level
-        outcome = click.style("FAILED", fg="red") if p.failed else f"{lv.rows} rows"
-        click.echo(f"  {p.discipline} · {lv.asset}: {outcome}{rejected(lv)}, {lv.llm_calls} LLM calls, "
-                   f"{lv.cache_hits} cached  [{p.seconds:.0f}s]")
+        outcome = click.style("FAILED", fg="red") if lv.failed else f"{lv.rows} rows"
+        click.echo(f"  {p.partition} · {lv.asset}: {outcome}{rejected(lv)}, {lv.llm_calls} LLM calls, "
+                   f"{lv.cache_hits} cached{retried(lv.retries)}  [{p.seconds:.0f}s]")
 
-    def report(s: DisciplineSummary) -> None:
+    def report(s: PartitionSummary) -> None:
         mark = click.style("ok  ", fg="green") if s.success else click.style("FAIL", fg="red")
-        levels = ", ".join(f"{lv.asset} {lv.rows}{rejected(lv)}" for lv in s.levels)
         calls = sum(lv.llm_calls for lv in s.levels)
         hits = sum(lv.cache_hits for lv in s.levels)
-        click.echo(f"[{mark}] {s.discipline}: {s.seconds:.0f}s, {calls} LLM calls, {hits} cached | {levels}")
+        retries = sum(lv.retries for lv in s.levels)
+        click.echo(f"[{mark}] {s.partition}: {s.seconds:.0f}s, {calls} LLM calls, {hits} cached{retried(retries)}")
         if s.failed_checks:
             click.echo(f"       failed checks: {', '.join(s.failed_checks)}")
-        if s.error:
-            click.echo(f"       {s.error}")
+        if not s.success:
+            lv = s.failed_level
+            where = f" --level {lv.asset}" if lv else ""
+            click.echo(f"       {s.error}; {lv.rejects if lv else 0} rejects: "
+                       f"glan rejects --partition '{s.partition}'{where}")
 
+    summaries, trained_ok = [], True
     try:
-        summaries = build(instance, keys, workers=workers, on_done=report, until=until, on_progress=progress)
+        summaries = build(instance, plan.partitions, workers=workers, on_done=report, on_progress=progress,
+                          build_id=build_id, verbose=verbose)
+        ok = sum(s.success for s in summaries)
+        if plan.partitions:
+            click.echo(f"\nbuilt {ok}/{len(summaries)} partitions in {time.monotonic() - start:.0f}s")
+        if plan.training and (ok or not plan.partitions):
+            for step, result in train(instance, plan.training, recipe, build_id=build_id, verbose=verbose):
+                name = f"{step.asset}{f'[{step.partition}]' if step.partition else ''}"
+                if result is None:
+                    click.echo(f"[{click.style('ok  ', fg='green')}] {name}: up to date")
+                    continue
+                for event in result.get_asset_materialization_events():
+                    md = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+                    shown = {k: md[k] for k in TRAINING_SUMMARY if k in md}
+                    click.echo(f"[{click.style('ok  ', fg='green')}] {name} ({step.reason}): {shown}")
+                if not result.success:
+                    trained_ok = False
+                    click.echo(f"[{click.style('FAIL', fg='red')}] {name}: {failure_message(result)}")
     finally:
         if embedded and not keep_server:
             server.stop_server()
-    ok = sum(s.success for s in summaries)
-    click.echo(f"\nbuilt {ok}/{len(summaries)} disciplines in {time.monotonic() - start:.0f}s")
-    trained_ok = True
-    if ok and until in LEVELS[len(GENERATION_ASSETS):]:
-        click.echo(f"training: {' -> '.join(LEVELS[len(GENERATION_ASSETS): LEVELS.index(until) + 1])} ...")
-        for result in train(instance, recipe, until):
-            for event in result.get_asset_materialization_events():
-                mat = event.event_specific_data.materialization
-                md = {k: v.value for k, v in mat.metadata.items()}
-                shown = {k: md[k] for k in TRAINING_SUMMARY if k in md}
-                click.echo(f"[{click.style('ok  ', fg='green')}] {mat.asset_key.to_user_string()}: {shown}")
-            if not result.success:
-                trained_ok = False
-                click.echo(f"[{click.style('FAIL', fg='red')}] {failure_message(result)}")
-    click.echo(f"data:     {Path(store.path).resolve()} (tables fields ... answers, view lineage)")
+        click.echo(f"log:      {write_log(instance, build_id, log_path)}")
+    click.echo(f"data:     {store.location} (tables {', '.join(GENERATION)}, view lineage)")
     click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     click.echo("UI:       .venv/bin/dagster dev   (then open http://127.0.0.1:3000)")
-    if ok < len(summaries) or not trained_ok:
+    if not all(s.success for s in summaries) or not trained_ok:
         sys.exit(1)
 
 
@@ -132,25 +294,42 @@ TRAINING_SUMMARY = (
 )
 
 
-# What `glan lineage` calls each table's rows.
-ROW_LABELS = {"syllabi": "syllabus", "training_set": "pair", "training_removed": "pair (removed)"}
+@main.command()
+@click.option("--partition", "--discipline", "-p", "partition", help="Only this partition's (a discipline's, ...) rejects.")
+@click.option("--level", "-l", type=click.Choice([lv.name for lv in LEVELS]), help="Only this level's rejects.")
+@click.option("--limit", default=20, show_default=True, help="At most this many.")
+def rejects(partition: str | None, level: str | None, limit: int) -> None:
+    """Print rejected LLM outputs with their reasons."""
+    store = _store_with_data(_resources())
+    clauses = [c for c, v in (("partition_key = ?", partition), ("asset = ?", level)) if v is not None]
+    rows = store.read(RejectRow, where=" AND ".join(clauses), params=[v for v in (partition, level) if v is not None])
+    if not rows:
+        click.echo("no rejects" + (f" for {partition}" if partition else "") + (f" at {level}" if level else ""))
+    for r in rows[:limit]:
+        click.echo(f"{r.reject_id}  {r.asset}[{r.partition_key}] {r.stage}, for {r.parent_id}, {r.attempts} attempt(s)")
+        click.echo(f"  reason: {r.reason}")
+        click.echo(f"  output: {_short(r.raw_output, 300)}")
+    if len(rows) > limit:
+        click.echo(f"... {len(rows) - limit} more (--limit)")
 
 
 @main.command()
 @click.argument("item_id")
 def lineage(item_id: str) -> None:
     """Print an item's chain up to its field: pair -> answer -> question -> ... -> field."""
-    store = resources_from_env()["store"]
+    store = _store_with_data(_resources())
     try:
-        table_of(item_id)
-        rows = chain(store, item_id)
+        rows = chain(store, item_id, LEVELS)
     except (ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_message(exc))
+    labels = {lv.name: lv.label for lv in LEVELS} | {
+        t.table: f"{lv.label} (removed)" for lv in LEVELS for t in lv.other_row_types
+    }
     for depth, row in enumerate(rows):
         data = row.model_dump()
         ident = data.pop(row.id_column)
         text = "; ".join(f"{k}={_short(v)}" for k, v in data.items() if k != row.parent_column)
-        click.echo(f"{'  ' * depth}{ROW_LABELS.get(row.table, row.table[:-1])} {ident}: {text}")
+        click.echo(f"{'  ' * depth}{labels.get(row.table, row.table)} {ident}: {text}")
 
 
 def _short(value: object, width: int = 100) -> str:
@@ -167,28 +346,31 @@ def _short(value: object, width: int = 100) -> str:
 @click.argument("path", type=click.Path(path_type=Path))
 def export(fmt: str, layout: str, path: Path) -> None:
     """Write the pairs (or the training set as a dataset release) to PATH."""
-    res = resources_from_env()
-    store = res["store"]
-    if layout == "dataset":
-        llm = res["llm"]
-        sampling = {
-            stage: llm.sampling(stage).model_dump(include={"temperature", "top_p", "max_tokens"})
-            for stage in ("subjects", "syllabus", "questions", "answers")
-        }
-        try:
-            written = export_dataset(store, path, fmt, sampling)
-        except ValueError as exc:
-            _fail(str(exc))
-        for name, file in written.items():
-            click.echo(f"wrote {name}: {file}")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
-    with store.connect() as con:
-        con.execute(LINEAGE_VIEW)
-        n = con.execute("SELECT count(*) FROM lineage").fetchone()[0]
-        target = str(path).replace("'", "''")
-        con.execute(f"COPY (SELECT * FROM lineage ORDER BY answer_id) TO '{target}' ({options})")
+    res = _resources()
+    store = _store_with_data(res)
+    try:
+        if layout == "dataset":
+            llm = res["llm"]
+            # The generating stages' sampling (the JSON-formatting ones run at temperature 0).
+            sampling = {
+                s.name: llm.sampling(s.name, s.sampling).model_dump(include={"temperature", "top_p", "max_tokens"})
+                for s in stages()
+                if s.schema is None
+            }
+            for name, file in export_dataset(store, path, fmt, sampling, levels=LEVELS).items():
+                click.echo(f"wrote {name}: {file}")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
+        ensure_lineage_views(store, LEVELS)
+        with store.connect() as con:
+            n = con.execute("SELECT count(*) FROM lineage").fetchone()[0]
+            target = str(path).replace("'", "''")
+            con.execute(f"COPY (SELECT * FROM lineage ORDER BY answer_id) TO '{target}' ({options})")
+    except ValueError as exc:
+        _fail(str(exc))
+    except (OSError, duckdb.IOException) as exc:
+        _fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}")
     click.echo(f"wrote {n} pairs to {path}")
 
 
@@ -200,10 +382,10 @@ def taxonomy() -> None:
 @taxonomy.command("propose")
 def taxonomy_propose() -> None:
     """Ask the LLM for missing fields, sub-fields and disciplines (the taxonomy_proposals asset)."""
-    from glan_assets.taxonomy_proposals import taxonomy_proposals
+    from glan_assets.glan.taxonomy_proposals import taxonomy_proposals
 
     try:
-        result = dg.materialize([taxonomy_proposals], instance=_instance(), resources=resources_from_env())
+        result = dg.materialize([taxonomy_proposals], instance=_instance(), resources=_resources())
     except EndpointUnreachable as exc:
         _fail(str(exc))
     if not result.success:
@@ -219,7 +401,7 @@ def taxonomy_list(status: str) -> None:
 
 
 def _list_proposals(status: str) -> None:
-    store = resources_from_env()["store"]
+    store = _resources()["store"]
     rows = [p for p in store.read(ProposalRow) if status in ("all", p.status)]
     if not rows:
         click.echo(f"no {status} proposals; run `glan taxonomy propose`")
@@ -243,7 +425,7 @@ def taxonomy_reject(proposal_ids: tuple[str, ...]) -> None:
 
 
 def _vote(proposal_ids: tuple[str, ...], keep: bool) -> None:
-    res = resources_from_env()
+    res = _resources()
     store, settings = res["store"], res["settings"]
     proposals = {p.proposal_id: p for p in store.read(ProposalRow)}
     missing = [i for i in proposal_ids if i not in proposals]
@@ -258,7 +440,7 @@ def _vote(proposal_ids: tuple[str, ...], keep: bool) -> None:
                 _fail(str(exc))
         proposals[pid] = p.model_copy(update={"keep": keep, "status": "accepted" if keep else "rejected"})
         click.echo(f"{'accepted' if keep else 'rejected'} {p.kind} {p.name!r}")
-    store.replace_rows(ProposalRow, list(proposals.values()))
+    store.replace([Slice(ProposalRow, list(proposals.values()))])
     if keep:
         click.echo(f"added to {settings.taxonomy_path}; run `glan build` or let the sensor pick it up")
 
@@ -269,10 +451,10 @@ def _vote(proposal_ids: tuple[str, ...], keep: bool) -> None:
 @click.argument("prompt", required=False)
 def chat(recipe: str, max_new_tokens: int, prompt: str | None) -> None:
     """Answer PROMPT (or each line typed) with the base model plus the recipe's adapter."""
-    from resources.training import chat as reply
-    from resources.training import load_for_chat
+    from resources.trainer import chat as reply
+    from resources.trainer import load_for_chat
 
-    directory = resources_from_env()["training"].checkpoint_dir(recipe)
+    directory = _resources()["training"].checkpoint_dir(recipe)
     try:
         model, tokenizer = load_for_chat(directory)
     except FileNotFoundError as exc:
@@ -292,7 +474,7 @@ def server_cmd(action: str) -> None:
         embedded.stop_server()
         click.echo("embedded server stopped")
     else:
-        endpoint = embedded.ensure_server(resources_from_env()["llm"].default_model)
+        endpoint = embedded.ensure_server(_resources()["llm"].default_model)
         click.echo(f"serving {endpoint.model} at {endpoint.base_url}")
 
 

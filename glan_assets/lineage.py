@@ -1,86 +1,120 @@
-"""Lineage of a record: every row names its parent, so the chain is a walk or a join."""
+"""Lineage of a record: every row names its parent, so the chain is a walk or a join.
 
-from glan_assets.ids import table_of
-from glan_assets.results import markdown_table
-from glan_assets.schemas import (
-    AnswerRow,
-    DisciplineRow,
-    FieldRow,
-    QuestionRow,
-    SessionRow,
-    SubjectRow,
-    SyllabusRow,
-    TableRow,
-)
-from glan_assets.training_schemas import RemovedPairRow, TrainingPairRow
-from resources.storage import DuckDBStore
-
-ROW_TYPES: dict[str, type[TableRow]] = {
-    t.table: t for t in (FieldRow, DisciplineRow, SubjectRow, SyllabusRow, SessionRow, QuestionRow, AnswerRow)
-}
-
-# The row types an id's table (from its prefix) may hold it in: a pair that curation left
-# out is in training_removed, with the same parent as a kept one.
-LOOKUP: dict[str, tuple[type[TableRow], ...]] = {t: (rt,) for t, rt in ROW_TYPES.items()} | {
-    TrainingPairRow.table: (TrainingPairRow, RemovedPairRow)
-}
-
-# One row per answer with every ancestor's id and the text a reviewer wants beside it.
-LINEAGE_VIEW = """
-CREATE OR REPLACE VIEW lineage AS
-SELECT a.answer_id, q.question_id, q.session_id, s.syllabus_id, y.subject_id, b.discipline_id, d.field_id,
-       f.field_name, d.sub_field_name, d.discipline, b.subject_name, b.level,
-       s.session_index, s.title AS session_title, q.kind AS question_kind, q.key_concepts,
-       q.question, a.answer, q.model AS question_model, a.model AS answer_model
-FROM answers a
-JOIN questions q ON q.question_id = a.question_id
-JOIN sessions s ON s.session_id = q.session_id
-JOIN syllabi y ON y.syllabus_id = s.syllabus_id
-JOIN subjects b ON b.subject_id = y.subject_id
-JOIN disciplines d ON d.discipline_id = b.discipline_id
-JOIN fields f ON f.field_id = d.field_id AND f.discipline = d.discipline
+Both are derived from the level declarations: `chain` walks parent ids level by level, and
+each method's lineage view joins its last level up to its root.
 """
 
+from collections.abc import Sequence
 
-def ensure_lineage_view(store: DuckDBStore) -> None:
+from glan_assets.levels import Level
+from glan_assets.results import markdown_table
+from glan_assets.rows import TableRow
+from resources.storage import DuckDBStore
+
+
+def ancestry(leaf: Level, levels: Sequence[Level]) -> list[Level]:
+    """The leaf and its ancestors, leaf first."""
+    by_name = {lv.name: lv for lv in levels}
+    found = [leaf]
+    while found[-1].parent:
+        found.append(by_name[found[-1].parent])
+    return found
+
+
+def view_sql(leaf: Level, levels: Sequence[Level]) -> str:
+    """One row per row of `leaf`: every ancestor's id, then each level's lineage columns,
+    root first."""
+    up = ancestry(leaf, levels)
+    alias = {lv.name: f"t{i}" for i, lv in enumerate(up)}
+    ids = [f"{alias[lv.name]}.{lv.row_type.id_column}" for lv in up]
+    texts = [
+        f"{alias[lv.name]}.{col}" + (f" AS {name}" if name != col else "")
+        for lv in reversed(up)
+        for col, name in lv.lineage_columns.items()
+    ]
+    joins = []
+    for child, parent in zip(up, up[1:]):
+        c, p = alias[child.name], alias[parent.name]
+        on = f"{p}.{parent.row_type.id_column} = {c}.{child.row_type.parent_column}"
+        partition = child.row_type.partition_column
+        if partition and partition == parent.row_type.partition_column:
+            on += f" AND {p}.{partition} = {c}.{partition}"
+        joins.append(f"JOIN {parent.name} {p} ON {on}")
+    return (
+        f"CREATE OR REPLACE VIEW {leaf.lineage_view} AS\nSELECT {', '.join(ids + texts)}\n"
+        f"FROM {leaf.name} {alias[leaf.name]}\n" + "\n".join(joins)
+    )
+
+
+def _registered() -> list[Level]:
+    from glan_assets.registry import LEVELS  # at call time: the registry imports every level, and levels use this module
+
+    return LEVELS
+
+
+def ensure_lineage_views(store: DuckDBStore, levels: Sequence[Level] | None = None) -> None:
+    """Create every method's lineage view over the tables that exist."""
+    levels = _registered() if levels is None else levels
+    tables = store.relations()
     with store.connect() as con:
-        con.execute(LINEAGE_VIEW)
+        for leaf in (lv for lv in levels if lv.lineage_view):
+            if all(lv.name in tables for lv in ancestry(leaf, levels)):
+                con.execute(view_sql(leaf, levels))
 
 
-def chain(store: DuckDBStore, item_id: str) -> list[TableRow]:
-    """The item and its ancestors, up to its field. Raises KeyError for an unknown id."""
+def chain(store: DuckDBStore, item_id: str, levels: Sequence[Level] | None = None) -> list[TableRow]:
+    """The item and its ancestors, up to its root. Raises KeyError for an unknown id and
+    ValueError for a string that is no id."""
+    levels = _registered() if levels is None else levels
     found: list[TableRow] = []
     current: str | None = item_id
     while current:
-        row = _row(store, current)
+        row = _row(store, current, levels)
         found.append(row)
         current = getattr(row, row.parent_column) if row.parent_column else None
     return found
 
 
-def _row(store: DuckDBStore, item_id: str) -> TableRow:
-    table = table_of(item_id)
-    for row_type in LOOKUP[table]:
+def level_of_id(item_id: str, levels: Sequence[Level]) -> Level:
+    """The level an id belongs to, from its prefix."""
+    prefix, sep, _ = item_id.partition("_")
+    for lv in levels:
+        if sep and lv.id_prefix == prefix:
+            return lv
+    known = ", ".join(f"{lv.id_prefix}_ ({lv.name})" for lv in levels)
+    raise ValueError(f"'{item_id}' is not a glan id: ids start with one of {known}")
+
+
+def _row(store: DuckDBStore, item_id: str, levels: Sequence[Level]) -> TableRow:
+    level = level_of_id(item_id, levels)
+    for row_type in (level.row_type, *level.other_row_types):
         rows = store.read(row_type, where=f"{row_type.id_column} = ?", params=[item_id])
         if rows:
             return rows[0]
-    raise KeyError(f"no {table} row with id {item_id}")
+    raise KeyError(f"no {level.name} row with id {item_id}")
 
 
 def preview_pairs(store: DuckDBStore, discipline: str, limit: int = 5) -> str:
-    """Markdown: rows per level, then sample question/answer pairs with their subject and
-    session; the ids lead to `glan lineage ID`."""
-    ensure_lineage_view(store)
+    """Markdown: rows per GLAN level, then sample question/answer pairs with their subject
+    and session; the ids lead to `glan lineage ANSWER_ID`."""
+    levels = _registered()
+    ensure_lineage_views(store, levels)
+    tables = store.relations()
+    glan = [lv for lv in levels if lv.method == "glan" and lv.partitions_def is not None and lv.name in tables]
     counts = store.query(
         " UNION ALL ".join(
-            f"SELECT '{t}' AS level, count(*) AS rows FROM {t} WHERE discipline = $d" for t in ROW_TYPES
+            f"SELECT '{lv.name}' AS level, count(*) AS rows FROM {lv.name} WHERE discipline = $d" for lv in glan
         ),
         {"d": discipline},
     )
-    records = store.query(
-        "SELECT answer_id, subject_name, session_title, question_kind, question, answer "
-        "FROM lineage WHERE discipline = ? ORDER BY answer_id LIMIT ?",
-        [discipline, limit],
+    records = (
+        store.query(
+            "SELECT answer_id, subject_name, session_title, question_kind, question, answer "
+            "FROM lineage WHERE discipline = ? ORDER BY answer_id LIMIT ?",
+            [discipline, limit],
+        )
+        if "lineage" in tables
+        else []
     )
     return (
         f"**Rows per level**\n\n{markdown_table(counts, limit=len(counts))}\n\n"

@@ -19,6 +19,9 @@ M = TypeVar("M", bound=BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
+TRUNCATED = "truncated: the reply hit the stage's max_tokens"
+
+
 class ParseError(ValueError):
     """The text holds nothing the schema accepts; the message says why."""
 
@@ -142,17 +145,24 @@ def example_echoes(messages: list[dict]) -> frozenset[str]:
 
 
 def _keep_valid_items(
-    value: object, schema: type[BaseModel], echoes: frozenset[str]
+    value: object, schema: type[BaseModel], echoes: frozenset[str], truncated: bool = False
 ) -> tuple[object, list[Dropped]]:
-    """Split the schema's list into the items that validate and those that do not."""
+    """Split the schema's list into the items that validate and those that do not. In a
+    reply cut off at the token cap, the last item is the one cut: it is dropped too."""
     listed = _list_field(schema)
     if listed is None or not isinstance(value, dict) or not isinstance(value.get(listed[0]), list):
+        if truncated:
+            raise ParseError(TRUNCATED)
         return value, []
     name, item_model = listed
     kept: list[object] = []
     dropped: list[Dropped] = []
     copies = 0
-    for i, item in enumerate(value[name], start=1):
+    items = list(value[name])
+    if truncated and items:
+        cut = items.pop()
+        dropped.append(Dropped(len(items) + 1, json.dumps(cut, ensure_ascii=False), TRUNCATED))
+    for i, item in enumerate(items, start=1):
         raw = json.dumps(item, ensure_ascii=False)
         try:
             valid = item_model.model_validate(item)
@@ -166,14 +176,19 @@ def _keep_valid_items(
             dropped.append(Dropped(i, raw, f"repeats the worked example ({', '.join(copied)})"))
         else:
             kept.append(valid)
-    if not kept and dropped and copies == len(dropped):
-        raise ParseError(f"every item repeats the worked example: {dropped[0].reason}")
+    if not kept and dropped and copies == len(dropped) - truncated:
+        raise ParseError(f"every item repeats the worked example: {dropped[-1].reason}")
+    if not kept and truncated:
+        raise ParseError(TRUNCATED)
     # With no valid item, validate the whole so the error says what was wrong.
     return ({**value, name: kept}, dropped) if kept else (value, [])
 
 
-def parse_structured(text: str, schema: type[M], echoes: frozenset[str] = frozenset()) -> Parsed[M]:
-    """The schema's value in `text`; listed items made mostly of `echoes` are dropped."""
+def parse_structured(
+    text: str, schema: type[M], echoes: frozenset[str] = frozenset(), truncated: bool = False
+) -> Parsed[M]:
+    """The schema's value in `text`; listed items made mostly of `echoes` are dropped, and
+    when the reply was cut off (`truncated`), so is its last item."""
     if not text or not text.strip():
         raise ParseError("empty completion")
     errors: list[str] = []
@@ -183,7 +198,7 @@ def parse_structured(text: str, schema: type[M], echoes: frozenset[str] = frozen
         candidates.append(value)
     for candidate in candidates:
         try:
-            value, dropped = _keep_valid_items(_wrap(candidate, schema), schema, echoes)
+            value, dropped = _keep_valid_items(_wrap(candidate, schema), schema, echoes, truncated)
             return Parsed(schema.model_validate(value), dropped)
         except ValidationError as exc:
             errors.append(f"JSON does not match {schema.__name__}: {_first_error(exc)}")

@@ -1,21 +1,25 @@
-"""The LLM client: any OpenAI-compatible endpoint, or the embedded model when none is set.
+"""The LLM transport: any OpenAI-compatible endpoint, or the embedded model when none is set.
 
-Every request goes through the response cache first. Misses run concurrently under a cap,
-retry with backoff on 429, 5xx and timeouts (the openai client honours `Retry-After`),
-and are cached the moment they arrive. Structured outputs ask for `response_format`
-json_schema, are parsed tolerantly, and are re-asked a bounded number of times; what
-still fails comes back as an error for the caller's rejects table.
+It knows requests and responses, not steps: what a reply means (parsing, re-asking,
+rejects) is the business of the stage that sent it (`glan_assets.stages`). Every request
+goes through the response cache first. Misses run concurrently under a cap, retry with
+exponential backoff on 429, 5xx, resets and timeouts (honouring `Retry-After`), counted by
+cause, and are cached the moment they arrive. A request still waiting after
+`slow_request_s` is reported while it waits.
 """
 
 import asyncio
+import random
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import openai
-from pydantic import BaseModel
 
-from glan_assets.parsing import Dropped, ParseError, example_echoes, parse_structured, schema_hint
 from resources.cache import ResponseCache, cache_key
 
 
@@ -35,46 +39,28 @@ class Sampling(dg.Config):
     completion_price: float = 0.0
 
 
-@dataclass(frozen=True)
-class Request:
-    item_id: str  # the item the call is made for; a reject names it as its parent
-    messages: list[dict]
-    sample_index: int = 0
-
-
-@dataclass
-class Reply:
-    request: Request
-    text: str = ""
-    value: BaseModel | None = None
-    error: str | None = None  # why the output cannot be used; None when it can
-    attempts: int = 1
-    dropped: list[Dropped] = field(default_factory=list)  # listed items that did not validate
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 @dataclass
 class CallStats:
-    calls: int = 0
+    calls: int = 0  # requests the endpoint answered
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    retries: Counter = field(default_factory=Counter)  # cause ("HTTP 429", "timeout", ...) -> retries
 
     def __add__(self, other: "CallStats") -> "CallStats":
         return CallStats(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
 
+    @property
+    def requests_sent(self) -> int:
+        """What the endpoint received: answered calls plus every retried attempt."""
+        return self.calls + sum(self.retries.values())
 
-@dataclass
-class Batch:
-    replies: list[Reply]
-    stats: CallStats = field(default_factory=CallStats)
 
-
-STAGES = ("taxonomy", "subjects", "subjects_format", "syllabus", "sessions", "questions", "answers")
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop", or "length" when the token cap cut the reply off
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -86,56 +72,38 @@ class LLMResource(dg.ConfigurableResource):
     max_concurrency: int = 16
     request_timeout_s: float = 300.0
     max_retries: int = 6
+    slow_request_s: float = 60.0  # a request waiting longer is reported (once) while it waits
+    # Attempts per structured output before it is a reject; read by the stages.
     parse_attempts: int = 3
     structured_outputs: bool = True
     cache_path: str = "data/llm_cache.sqlite"
-    # One model and sampling per stage; the paper's values are the defaults.
-    taxonomy: Sampling = Sampling(temperature=1.0, max_tokens=512)
-    subjects: Sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=1024)
-    subjects_format: Sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=1024)
-    syllabus: Sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=1536)
-    sessions: Sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=1536)
-    questions: Sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=512)
-    answers: Sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=1024)
+    # Per stage name: its model and sampling, resolved from the stages' defaults by the settings.
+    stages: dict[str, Sampling] = {}
 
-    def sampling(self, stage: str) -> Sampling:
-        return getattr(self, stage)
+    def sampling(self, stage: str, default: Sampling) -> Sampling:
+        return self.stages.get(stage, default)
 
-    def model_for(self, stage: str) -> str:
-        return self.sampling(stage).model or self.default_model
+    def model_for(self, sampling: Sampling) -> str:
+        return sampling.model or self.default_model
 
-    def generate(self, stage: str, requests: list[Request]) -> Batch:
-        """Free-text completions; an empty one is an error."""
-        return asyncio.run(self._run(stage, requests, None))
-
-    def generate_structured(self, stage: str, requests: list[Request], schema: type[BaseModel]) -> Batch:
-        """Completions parsed into `schema`; unparseable ones are re-asked, then errors."""
-        return asyncio.run(self._run(stage, requests, schema))
-
-    async def _run(self, stage: str, requests: list[Request], schema: type[BaseModel] | None) -> Batch:
-        run = _Run(self, stage, schema)
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator["LLMSession"]:
+        """One batch of requests: a shared cache handle, client, cap and counters."""
+        session = LLMSession(self)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(run.reply(r)) for r in requests]
-        except* EndpointUnreachable as group:
-            raise group.exceptions[0] from None
+            yield session
         finally:
-            await run.close()
-        return Batch([t.result() for t in tasks], run.stats)
+            await session.close()
 
 
-class _Run:
-    """One batch of requests for one stage: the shared client, cache, cap and counters."""
-
-    def __init__(self, llm: LLMResource, stage: str, schema: type[BaseModel] | None):
-        self.llm, self.stage, self.schema = llm, stage, schema
-        self.sampling = llm.sampling(stage)
-        self.model = llm.model_for(stage)
+class LLMSession:
+    def __init__(self, llm: LLMResource):
+        self.llm = llm
         self.cache = ResponseCache(Path(llm.cache_path))
         self.stats = CallStats()
         self.sem = asyncio.Semaphore(llm.max_concurrency)
         self._client: openai.AsyncOpenAI | None = None
-        self._served_model = self.model
+        self._served_model: str | None = None
         self._connect_lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -155,13 +123,13 @@ class _Run:
         if not base_url:
             from resources import embedded  # the embedded server is only needed offline
 
-            endpoint = await asyncio.to_thread(embedded.ensure_server, self.llm.default_model)
+            endpoint = await _in_daemon_thread(embedded.ensure_server, self.llm.default_model)
             base_url, self._served_model = endpoint.base_url, endpoint.model
         client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=self.llm.api_key or "not-needed",
             timeout=self.llm.request_timeout_s,
-            max_retries=self.llm.max_retries,
+            max_retries=0,  # retried in `_send`, so every retry is counted with its cause
         )
         try:
             await client.with_options(max_retries=0, timeout=15).models.list()
@@ -175,85 +143,112 @@ class _Run:
             pass  # some endpoints do not list models; reachable is all this checks
         return client
 
-    def payload(self, messages: list[dict], sample_index: int, attempt: int = 1) -> dict:
-        # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
-        temperature = self.sampling.temperature if attempt == 1 else max(self.sampling.temperature, 0.8)
+    def body(
+        self, messages: list[dict], sampling: Sampling, sample_index: int, schema: tuple[str, dict] | None
+    ) -> dict:
+        """The request as cached: everything that shapes the answer."""
         body = {
-            "model": self.model,
+            "model": self.llm.model_for(sampling),
             "messages": messages,
-            "temperature": temperature,
-            "top_p": self.sampling.top_p,
-            "max_tokens": self.sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
             "sample_index": sample_index,
         }
-        if self.schema is not None and self.llm.structured_outputs:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": self.schema.__name__, "schema": self.schema.model_json_schema()},
-            }
+        if schema is not None and self.llm.structured_outputs:
+            name, json_schema = schema
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}
         return body
 
-    async def complete(self, messages: list[dict], sample_index: int, attempt: int = 1) -> str:
-        body = self.payload(messages, sample_index, attempt)
+    async def complete(self, body: dict, sampling: Sampling) -> Completion:
+        """The cached response to `body`, or a new one from the endpoint (cached before it returns)."""
         key = cache_key(body)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
-            return cached["text"]
+            return Completion(cached["text"], cached.get("finish_reason") or "stop")
         client = await self.client()
-        sent = {k: v for k, v in body.items() if k != "sample_index"} | {"model": self._served_model}
+        sent = {k: v for k, v in body.items() if k != "sample_index"}
+        if self._served_model:
+            sent["model"] = self._served_model
         async with self.sem:
-            try:
-                resp = await client.chat.completions.create(**sent)
-            except openai.APITimeoutError:
-                raise
-            except openai.APIConnectionError as exc:
-                raise EndpointUnreachable(
-                    f"lost the LLM endpoint mid-run ({exc}); cached responses are kept, rerun to resume"
-                ) from exc
-        text = resp.choices[0].message.content or ""
+            resp = await self._send(client, sent)
+        choice = resp.choices[0]
+        completion = Completion(choice.message.content or "", choice.finish_reason or "stop")
         usage = resp.usage
-        self.stats.calls += 1
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        self.stats.calls += 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
         self.stats.cost_usd += (
-            prompt_tokens * self.sampling.prompt_price + completion_tokens * self.sampling.completion_price
+            prompt_tokens * sampling.prompt_price + completion_tokens * sampling.completion_price
         ) / 1e6
-        self.cache.put(key, body, {"text": text, "finish_reason": resp.choices[0].finish_reason})
-        return text
+        self.cache.put(key, body, {"text": completion.text, "finish_reason": completion.finish_reason})
+        return completion
 
-    async def reply(self, request: Request) -> Reply:
-        messages = list(request.messages)
-        structured = self.schema is not None
-        attempts = self.llm.parse_attempts if structured else 1
-        echoes = example_echoes(messages) if structured else frozenset()
-        # A re-ask shows the model its own output. A prompt with a worked example points back to
-        # it: small models echo a JSON schema instead of following it.
-        shown = any(m["role"] == "assistant" for m in messages)
-        form = "in the form of the example above" if shown or not structured else f"matching this schema: {schema_hint(self.schema)}"
-        error = ""
-        text = ""
-        for attempt in range(1, attempts + 1):
+    async def _send(self, client: openai.AsyncOpenAI, sent: dict) -> object:
+        """One completion, retried on 429, 408/409, 5xx, resets and timeouts with exponential
+        backoff and jitter, or as long as `Retry-After` says."""
+        for attempt in range(self.llm.max_retries + 1):
             try:
-                text = await self.complete(messages, request.sample_index, attempt)
-            except openai.APITimeoutError:
-                return Reply(request, error=f"timed out after {self.llm.max_retries} retries", attempts=attempt)
+                return await self._waiting(client.chat.completions.create(**sent), sent["model"])
             except openai.APIStatusError as exc:
-                return Reply(request, error=f"endpoint answered {exc.status_code}: {exc.message}", attempts=attempt)
-            if not structured:
-                if text.strip():
-                    return Reply(request, text=text.strip(), attempts=attempt)
-                return Reply(request, text=text, error="empty completion", attempts=attempt)
-            try:
-                parsed = parse_structured(text, self.schema, echoes)
-                return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
-            except ParseError as exc:
-                error = str(exc)
-            messages = [
-                *request.messages,
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
-            ]
-        return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)
+                if exc.status_code not in (408, 409, 429) and exc.status_code < 500 or attempt == self.llm.max_retries:
+                    raise
+                cause, delay = f"HTTP {exc.status_code}", _retry_after(exc.response)
+            except openai.APITimeoutError:
+                if attempt == self.llm.max_retries:
+                    raise
+                cause, delay = "timeout", None
+            except openai.APIConnectionError as exc:
+                if attempt == self.llm.max_retries:
+                    raise EndpointUnreachable(
+                        f"lost the LLM endpoint mid-run ({exc}); cached responses are kept, rerun to resume"
+                    ) from exc
+                cause, delay = "connection error", None
+            self.stats.retries[cause] += 1
+            await asyncio.sleep(delay if delay is not None else min(0.5 * 2**attempt, 30) * (0.5 + random.random()))
+
+    async def _waiting(self, call: object, model: str) -> object:
+        """Await the call, reporting it once if it waits longer than `slow_request_s`."""
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({task}, timeout=self.llm.slow_request_s)
+        if not done:
+            dg.get_dagster_logger().warning(
+                f"a request to {model} has waited {self.llm.slow_request_s:.0f}s and goes on waiting "
+                f"(timeout {self.llm.request_timeout_s:.0f}s, GLAN_REQUEST_TIMEOUT)"
+            )
+        return await task
+
+
+def _retry_after(response: object) -> float | None:
+    """Seconds the endpoint asked to wait, when it said (capped at a minute)."""
+    raw = getattr(response, "headers", {}).get("retry-after")
+    try:
+        return min(float(raw), 60.0) if raw is not None else None
+    except ValueError:
+        return None
+
+
+async def _in_daemon_thread(fn, *args):
+    """`fn(*args)` in a daemon thread. `asyncio.to_thread` would make a SIGTERMed step wait
+    for the whole call (the embedded server's start can take minutes) before it exits."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=work, name="glan-embedded-start", daemon=True).start()
+    return await done
+
+
+def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
+    if not future.done():
+        future.set_exception(exc) if exc is not None else future.set_result(result)

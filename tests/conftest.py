@@ -1,15 +1,18 @@
 """Fixtures: a fake endpoint, a project with its own taxonomy, DuckDB file and Dagster
 instance, and a `build` helper that materializes disciplines as `glan build` does."""
 
+import itertools
 import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from glan_assets.build import build, sync_partitions
-from resources.settings import resources_from_env
+from glan_assets.build import build, plan_build
+from glan_assets.settings import resources_from_env
+from resources import storage
 from tests.fake_llm import FakeLLM
+from tests.postgres import PostgresServer, postgres_bin
 
 TINY_TAXONOMY = """\
 fields:
@@ -30,7 +33,13 @@ class Project:
         self.taxonomy = root / "taxonomy.yaml"
         self.taxonomy.write_text(TINY_TAXONOMY)
         self.db = root / "data" / "glan.duckdb"
+        # GLAN alone unless a test registers datasets or collections (the package's demo
+        # registries would otherwise join every build).
+        (root / "datasets.yaml").write_text("datasets: []\n")
+        (root / "collections.yaml").write_text("collections: []\n")
         self.env = {
+            "GLAN_DATASETS": str(root / "datasets.yaml"),
+            "GLAN_COLLECTIONS": str(root / "collections.yaml"),
             "GLAN_TAXONOMY": str(self.taxonomy),
             "GLAN_DB": str(self.db),
             "OPENAI_BASE_URL": base_url,
@@ -51,11 +60,40 @@ class Project:
     def add_discipline(self, name: str) -> None:
         self.taxonomy.write_text(self.taxonomy.read_text() + f"          - name: {name}\n")
 
-    def build(self, *disciplines: str):
-        res = self.resources()
-        sync_partitions(self.instance, res["settings"], res["store"])
-        keys = list(disciplines) or list(res["settings"].taxonomy().disciplines)
-        return build(self.instance, keys, workers=1)
+    def plan(self, *disciplines: str, force: bool = False, prune: bool = False):
+        """What `glan build --until answers` would build now."""
+        return plan_build(
+            self.instance, self.resources(), only={"discipline": disciplines}, force=force, prune=prune,
+            until="answers",
+        )
+
+    def build(self, *disciplines: str, force: bool = False):
+        """Build the named disciplines (all by default) as `glan build --until answers` does:
+        only what is missing or stale."""
+        return build(self.instance, self.plan(*disciplines, force=force).partitions, workers=1)
+
+
+_catalogs = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's package, `make db-deps`)."""
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed: `make db-deps` installs Debian's postgresql")
+    with PostgresServer() as server:
+        yield server
+        storage.close_lakes()  # this process's catalog sessions, before the server goes
+
+
+@pytest.fixture
+def lake_env(postgres, tmp_path) -> dict[str, str]:
+    """The settings of a new, empty DuckLake: its own catalog database and data path."""
+    return {
+        "GLAN_STORAGE": "ducklake",
+        "GLAN_CATALOG_DSN": postgres.create_database(f"lake_{next(_catalogs)}"),
+        "GLAN_DATA_PATH": str(tmp_path / "lake"),
+    }
 
 
 @pytest.fixture

@@ -38,9 +38,51 @@ def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False
         concepts = re.search(r"key concepts: (.+?)\. Reply", user).group(1)
         course = re.search(r"teacher of (.+?)\.", system).group(1)
         return f"In {course}, explain {concepts}?"
+    if "Rewrite it as a" in user:  # UIT format transfer: the task shown, under a definition
+        if "FLAN-style" in user:
+            return "{input}\n\nAnswer as the examples do."
+        shown = user.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+        return f"Definition: Answer the input as these examples do.\n\n{shown}"
+    if "instruction tasks over this dataset" in user:  # Dynosaur: two tasks over the listed fields
+        fields = json.loads(re.search(r"^Fields \(JSON\): (.+)$", user, re.MULTILINE).group(1))
+        first, last = fields[0], fields[-1]
+        return json.dumps({"tasks": [
+            {"instruction": f"Given the {', '.join(fields[:-1])}, give the {last}.", "input_fields": fields[:-1], "output_field": last},
+            {"instruction": f"Given the {last}, give the {first}.", "input_fields": [last], "output_field": first},
+        ]})
     if "Propose up to" in user:
         return json.dumps({"proposals": [{"name": "Proposed Node", "reason": "missing"}]})
     return f"An answer to: {user}"
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """JSON replies, a model list on GET, and no request log on stderr."""
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: dict, headers: dict | None = None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+
+def completion(body: dict, text: str, finish: str = "stop", prompt_tokens: int = 10) -> dict:
+    """A chat completion answering `body` with `text`."""
+    return {
+        "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                  "total_tokens": prompt_tokens + len(text.split())},
+    }
 
 
 class FakeLLM:
@@ -57,23 +99,7 @@ class FakeLLM:
         self.lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def _send(self, status: int, body: dict, headers: dict | None = None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
-
+        class Handler(JSONHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
@@ -87,12 +113,7 @@ class FakeLLM:
                 garbage = fake.garbage_for and fake.garbage_for in shown
                 text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
                 time.sleep(fake.delay_s)
-                self._send(200, {
-                    "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                              "total_tokens": len(prompt.split()) + len(text.split())},
-                })
+                self._send(200, completion(body, text, prompt_tokens=len(prompt.split())))
                 with fake.lock:
                     fake.completed.append(body)
 

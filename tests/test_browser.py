@@ -17,13 +17,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import dagster as dg
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from glan_assets.build import sync_partitions
-from glan_assets.lineage import ROW_TYPES
-from glan_assets.schemas import AnswerRow
+from glan_assets import glan
+from glan_assets.glan.schemas import AnswerRow
 from resources.storage import DuckDBStore
 from tests.conftest import Project
 from tests.fake_llm import FakeLLM
@@ -36,7 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 # Playwright's own browser download cannot work offline; these keep Debian's Chromium quiet.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-LEVELS = list(ROW_TYPES)  # fields ... answers, in method order
+LEVELS = [lv.name for lv in glan.LEVELS]  # fields ... answers, in method order
 CHECKS = ["duplicate_rate", "no_orphans", "not_empty", "reject_rate", "schema_matches_model"]
 
 
@@ -108,11 +106,10 @@ def ui(tmp_path_factory) -> Iterator[DagsterUI]:
     with FakeLLM() as llm:
         project = Project(tmp_path_factory.mktemp("ui"), llm.base_url)
         shutil.copy(REPO / "dagster_home" / "dagster.yaml", project.dagster_home)
-        # Register the taxonomy's partitions as `glan build` does, so the sensor's first tick
-        # has nothing new to build and the runs below are the only ones.
-        resources = project.resources()
-        with dg.DagsterInstance.from_config(str(project.dagster_home)) as instance:
-            sync_partitions(instance, resources["settings"], resources["store"])
+        # Build the taxonomy as a user does first, so the sensor's first tick has nothing
+        # missing or stale to build and the runs below are the only ones the UI launches.
+        subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers"],
+                       cwd=project.root, env=project.subprocess_env(), check=True, capture_output=True, timeout=600)
         with open(ARTIFACTS / "dagster-dev.log", "w") as log:
             port = free_port()
             proc = subprocess.Popen(
@@ -187,7 +184,8 @@ def test_a_discipline_materialized_from_the_ui_shows_its_preview_and_checks(ui, 
     dialog.get_by_role("button", name="Launch 1 run").click()
 
     run = wait_until(
-        lambda: next((r for r in ui.runs("Physics") if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None),
+        lambda: next((r for r in ui.runs("Physics") if r["jobName"] == "build_discipline"
+                      and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None),
         240, "the Physics run to finish",
     )
     assert (run["jobName"], run["status"]) == ("build_discipline", "SUCCESS")
@@ -214,9 +212,9 @@ def test_a_discipline_materialized_from_the_ui_shows_its_preview_and_checks(ui, 
     expect(page.get_by_text("Physics", exact=True).first).to_be_visible()  # the evaluated partition
     shot(page, "5-answers-checks")
     page.locator("button[role=tab]").filter(has_text="Partitions").click()  # the check's tab, not the asset's
-    # Physics was checked in its run; Astronomy was never built, so its check is missing.
-    expect(page.get_by_text("Passed (1)")).to_be_visible()
-    expect(page.get_by_text("Missing (1)")).to_be_visible()
+    # Physics was checked in this run, Astronomy in `glan build`'s: each result is its partition's.
+    expect(page.get_by_text("Passed (2)")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Missing \([1-9]"))).to_have_count(0)
     page.get_by_title("Physics").last.click()  # the list entry (the first is the filter chip)
     expect(page.get_by_text("Passed", exact=True)).to_be_visible()
     shot(page, "6-check-partitions")
@@ -229,4 +227,6 @@ def test_a_discipline_added_to_the_taxonomy_gets_its_partition_in_the_ui(ui, pag
     page.goto(f"{ui.url}/assets/answers?view=partitions")
     expect(page.get_by_text("Geology", exact=True).first).to_be_visible()
     shot(page, "7-new-partition")
-    assert [r["jobName"] for r in ui.runs("Geology")] == ["build_discipline"]  # the sensor's build of it
+    # The sensor's build of it, and nothing else.
+    wait_until(lambda: ui.runs("Geology"), 60, "the sensor's Geology run")
+    assert [r["jobName"] for r in ui.runs("Geology")] == ["build_discipline"]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from glan_assets.build import DisciplineSummary, LevelProgress, build, sync_partitions
+from glan_assets.build import LevelProgress, PartitionSummary, build
+from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from glan_assets.lineage import chain
-from glan_assets.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from resources.storage import DuckDBStore
 
 
@@ -32,17 +32,17 @@ def test_build_fills_every_level_with_linked_rows(project):
 
 
 
-def build_reporting(project, fake_llm, *disciplines: str) -> list[tuple[LevelProgress | DisciplineSummary, int]]:
+def build_reporting(project, fake_llm, *disciplines: str) -> list[tuple[LevelProgress | PartitionSummary, int]]:
     """Build in-process as `project.build` does, keeping what is reported, in order, each
     with how many LLM calls had completed by then."""
-    res = project.resources()
-    sync_partitions(project.instance, res["settings"], res["store"])
+    plans = project.plan(*disciplines).partitions  # registers the partitions, as `glan build` does
+    assert [p.key for p in plans] == list(disciplines)
     reported = []
 
-    def keep(item: LevelProgress | DisciplineSummary) -> None:
+    def keep(item: LevelProgress | PartitionSummary) -> None:
         reported.append((item, len(fake_llm.completed)))
 
-    build(project.instance, list(disciplines), workers=1, on_done=keep, on_progress=keep)
+    build(project.instance, plans, workers=1, on_done=keep, on_progress=keep)
     return reported
 
 
@@ -51,14 +51,14 @@ def test_each_level_is_reported_once_while_its_run_is_in_flight(project, fake_ll
 
     reported = build_reporting(project, fake_llm, "Physics", "Astronomy")
 
-    done = [i for i, (r, _) in enumerate(reported) if isinstance(r, DisciplineSummary)]
-    assert [reported[i][0].discipline for i in done] == ["Physics", "Astronomy"]
+    done = [i for i, (r, _) in enumerate(reported) if isinstance(r, PartitionSummary)]
+    assert [reported[i][0].partition for i in done] == ["Physics", "Astronomy"]
     for previous, end in zip([-1, *done], done):
         summary, calls_when_done = reported[end]
         assert summary.success, summary.error
         progress = reported[previous + 1 : end]
         assert [p.level for p, _ in progress] == summary.levels  # the same counts, each level once
-        assert all(p.discipline == summary.discipline and not p.failed and p.seconds >= 0 for p, _ in progress)
+        assert all(p.partition == summary.partition and not p.level.failed and p.seconds >= 0 for p, _ in progress)
         assert progress[0][1] < calls_when_done  # the first while its LLM calls went on
 
 
@@ -68,9 +68,10 @@ def test_a_failed_level_is_reported_with_its_rejects(project, fake_llm):
     *progress, summary = [r for r, _ in build_reporting(project, fake_llm, "Physics")]
 
     assert not summary.success
-    assert [(p.level.asset, p.failed) for p in progress][-2:] == [("syllabi", False), ("sessions", True)]
+    assert [(p.level.asset, p.level.failed) for p in progress][-2:] == [("syllabi", False), ("sessions", True)]
     failed = progress[-1].level
     assert (failed.rows, failed.rejects) == (0, 2) and failed.llm_calls > 0  # from the failure's metadata
+    assert summary.failed_level == failed and summary.error.startswith("sessions: sessions[Physics]: no usable rows")
 
 
 def test_sessions_of_a_syllabus_outline_are_read_without_an_llm_call(project, fake_llm):

@@ -4,23 +4,24 @@ and each planted fault fails exactly the check meant to catch it, for that parti
 import dagster as dg
 import duckdb
 
-from glan_assets.checks import CheckThresholds, all_checks
-from glan_assets.definitions import GENERATION_ASSETS
-from glan_assets.lineage import ROW_TYPES
+from glan_assets import glan
+from glan_assets.checks import all_checks
+from glan_assets.settings import resources_from_env
+
+LEVELS = [lv.name for lv in glan.LEVELS]  # fields ... answers
 
 
-def run_checks(
-    project, discipline: str, thresholds: CheckThresholds | None = None
-) -> dict[str, dg.AssetCheckEvaluation]:
-    """Every level's checks on one partition, as a checks-only run: "asset:check" -> result."""
+def run_checks(project, discipline: str, env: dict | None = None) -> dict[str, dg.AssetCheckEvaluation]:
+    """Every level's checks on one partition, as a checks-only run: "asset:check" -> result.
+    `env` adds settings (the thresholds are the `check_thresholds` resource)."""
     result = dg.materialize(
-        [*GENERATION_ASSETS, *all_checks(thresholds or CheckThresholds())],
+        [*dg.load_assets_from_modules(glan.MODULES), *all_checks(glan.LEVELS)],
         selection=dg.AssetSelection.all_asset_checks(),
         # `partition_key=` needs a partitioned asset in the selection; the run tag is what
         # names a checks-only run's partition.
         tags={"dagster/partition": discipline},
         instance=project.instance,
-        resources=project.resources(),
+        resources=resources_from_env(project.env | (env or {})),
     )
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
@@ -41,7 +42,7 @@ def test_a_built_discipline_passes_every_check_of_every_level(project):
 
     assert failed(checks) == []
     assert {e.partition for e in checks.values()} == {"Physics"}
-    levels = list(ROW_TYPES)
+    levels = LEVELS
     assert {key.split(":")[0] for key in checks} == set(levels)
     for name in ("not_empty", "reject_rate", "schema_matches_model"):
         assert all(f"{level}:{name}" in checks for level in levels)
@@ -76,15 +77,14 @@ def test_many_rejected_outputs_fail_reject_rate_unless_the_threshold_allows_them
     project.build("Physics")
     # Four answers stored, four unusable replies: half the outputs were rejected.
     sql(project, "INSERT INTO rejects BY NAME SELECT 'rej_' || question_id AS reject_id, question_id AS parent_id, "
-                 "discipline, 'answers' AS asset, 'answers' AS stage, 'empty reply' AS reason, '' AS raw_output, "
+                 "discipline AS partition_key, 'answers' AS asset, 'answers' AS stage, 'empty reply' AS reason, '' AS raw_output, "
                  "3 AS attempts FROM questions WHERE discipline = 'Physics'")
 
     checks = run_checks(project, "Physics")
 
     assert failed(checks) == ["answers:reject_rate"]
     assert checks["answers:reject_rate"].metadata["reject_rate"].value == 0.5
-    lenient = CheckThresholds.from_env({"GLAN_MAX_REJECT_RATE": "0.6"})
-    assert failed(run_checks(project, "Physics", lenient)) == []
+    assert failed(run_checks(project, "Physics", {"GLAN_MAX_REJECT_RATE": "0.6"})) == []
 
 
 def test_a_repeated_question_fails_duplicate_rate_and_names_it(project):
@@ -100,8 +100,7 @@ def test_a_repeated_question_fails_duplicate_rate_and_names_it(project):
     metadata = checks["questions:duplicate_rate"].metadata
     assert (metadata["duplicates"].value, metadata["duplicate_rate"].value) == (1, 0.25)
     assert "| 2 |" in metadata["most_repeated"].value
-    lenient = CheckThresholds.from_env({"GLAN_MAX_DUPLICATE_RATE": "0.3"})
-    assert failed(run_checks(project, "Physics", lenient)) == []
+    assert failed(run_checks(project, "Physics", {"GLAN_MAX_DUPLICATE_RATE": "0.3"})) == []
 
 
 def test_a_table_drifting_from_its_row_model_fails_schema_matches_model(project):

@@ -11,9 +11,9 @@ import time
 
 import duckdb
 
-from glan_assets.build import train
-from glan_assets.schemas import AnswerRow
-from glan_assets.training_schemas import TrainingPairRow
+from glan_assets.build import plan_build, train
+from glan_assets.glan.schemas import AnswerRow
+from glan_assets.training.schemas import TrainingPairRow
 from resources.storage import DuckDBStore
 from tests.conftest import TINY_TAXONOMY
 
@@ -33,7 +33,7 @@ def test_four_partitions_build_at_once_without_lock_failures(project, fake_llm):
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("[ok  ]") == 4
-    assert "built 4/4 disciplines" in proc.stdout
+    assert "built 4/4 partitions" in proc.stdout
     answers = DuckDBStore(path=str(project.db)).read(AnswerRow)
     assert sorted({a.discipline for a in answers}) == ["Astronomy", "Chemistry", "Geology", "Physics"]
 
@@ -52,6 +52,7 @@ def test_build_prints_each_level_while_its_run_is_in_flight(project, fake_llm):
     first_done = next(i for i, line in enumerate(lines) if line.startswith("[ok  ]"))
     assert calls_when_read[first_level] < calls_when_read[first_done]  # as it landed, not with a summary
     for discipline in ("Physics", "Astronomy"):
+        assert f"  build  {discipline}: fields .. answers (new)" in lines  # the plan, printed first
         levels = [line.split(" · ")[1].split(":")[0] for line in lines if line.startswith(f"  {discipline} · ")]
         assert levels == ["fields", "disciplines", "subjects", "syllabi", "sessions", "questions", "answers"]
         subjects = next(i for i, line in enumerate(lines) if line.startswith(f"  {discipline} · subjects:"))
@@ -84,6 +85,26 @@ def test_a_killed_build_resumes_repeating_only_in_flight_requests(project, fake_
     assert len(DuckDBStore(path=str(project.db)).read(AnswerRow)) == 8
 
 
+def test_a_failed_partition_points_to_its_rejects(project, fake_llm):
+    fake_llm.garbage_for = "Extract the class sessions"  # no syllabus of Physics yields a session
+
+    built = glan(project, "build", "--discipline", "Physics", "--until", "answers")
+
+    assert built.returncode == 1, built.stdout + built.stderr
+    assert "[FAIL] Physics:" in built.stdout
+    hint = "glan rejects --partition 'Physics' --level sessions"
+    assert f"2 rejects: {hint}" in built.stdout
+    assert re.search(r"^log: +\S+", built.stdout, re.MULTILINE)  # Dagster's log, for the details
+
+    shown = glan(project, "rejects", "--partition", "Physics", "--level", "sessions")
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("sessions[Physics] sessions, for syl_") == 2
+    assert shown.stdout.count("reason: unparseable after 3 attempts: no JSON found") == 2
+    assert "output: I cannot do JSON, sorry." in shown.stdout
+    assert glan(project, "rejects", "--partition", "Physics", "--level", "answers").stdout == "no rejects for Physics at answers\n"
+
+
 def test_lineage_and_export(project, tmp_path):
     assert glan(project, "build", "--until", "answers").returncode == 0
     answer = DuckDBStore(path=str(project.db)).read(AnswerRow)[0]
@@ -106,8 +127,9 @@ def test_lineage_and_export(project, tmp_path):
 
 def test_lineage_of_a_training_pair(project):
     assert all(s.success for s in project.build())
-    (result,) = train(project.instance, "demo", until="training_set")
-    assert result.success
+    plan = plan_build(project.instance, project.resources(), until="training_set")
+    ((step, result),) = train(project.instance, plan.training, None, build_id="test")
+    assert step.asset == "training_set" and result.success
     pair = DuckDBStore(path=str(project.db)).read(TrainingPairRow)[0]
 
     chain = glan(project, "lineage", pair.pair_id)
@@ -117,7 +139,7 @@ def test_lineage_of_a_training_pair(project):
     assert [line.split()[0] for line in lines] == [
         "pair", "answer", "question", "session", "syllabus", "subject", "discipline", "field"
     ]
-    assert f"pair {pair.pair_id}:" in lines[0] and pair.answer_id in lines[1]
+    assert f"pair {pair.pair_id}:" in lines[0] and pair.source_id in lines[1]
 
 
 def test_taxonomy_proposals_wait_for_a_person(project):
@@ -137,7 +159,7 @@ def test_taxonomy_proposals_wait_for_a_person(project):
 
 
 def test_dagster_cli_materializes_one_partition(project):
-    assert glan(project, "build", "-d", "Physics", "--until", "answers").returncode == 0  # registers partitions in DAGSTER_HOME
+    assert glan(project, "build", "--discipline", "Physics", "--until", "answers").returncode == 0  # registers partitions in DAGSTER_HOME
     with duckdb.connect(str(project.db)) as con:
         con.execute("DELETE FROM answers WHERE discipline = 'Physics'")
 
@@ -172,8 +194,10 @@ def test_glan_build_goes_through_the_checkpoint_and_glan_chat_answers(project, t
     built = glan(project, "build", "--recipe", "tiny")
 
     assert built.returncode == 0, built.stdout + built.stderr
-    assert "training: training_set -> model_checkpoint" in built.stdout
+    assert "build  training_set (new)" in built.stdout and "build  model_checkpoint[tiny] (new)" in built.stdout
     assert "heldout_loss_tuned" in built.stdout
+    log = next(line.split(None, 1)[1] for line in built.stdout.splitlines() if line.startswith("log:"))
+    assert os.path.isfile(log)  # Dagster's own log of the build
     checkpoint = project.db.parent / "checkpoints" / "tiny"
     assert (checkpoint / "adapter_model.safetensors").is_file()
 

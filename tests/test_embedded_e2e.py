@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from glan_assets.lineage import ROW_TYPES
+from glan_assets.glan import LEVELS
+from glan_assets.glan.schemas import AnswerRow
 from resources.storage import DuckDBStore
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(1200)]
@@ -32,11 +33,11 @@ def test_glan_build_runs_end_to_end_on_the_embedded_model(tmp_path):
                           text=True, timeout=1100)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "starting the embedded model" in proc.stdout and "built 1/1 disciplines" in proc.stdout
+    assert "starting the embedded model" in proc.stdout and "built 1/1 partitions" in proc.stdout
     store = DuckDBStore(path=env["GLAN_DB"])
-    counts = {t: len(store.read(rt, "Physics")) for t, rt in ROW_TYPES.items()}
+    counts = {lv.name: len(store.read(lv.row_type, "Physics")) for lv in LEVELS}
     assert all(n > 0 for n in counts.values()), counts
-    answer = store.read(ROW_TYPES["answers"], "Physics")[0]
+    answer = store.read(AnswerRow, "Physics")[0]
     assert answer.answer.strip() and answer.model == "smollm2-135m-instruct"
     # the server was stopped at the end of the build
     assert not (tmp_path / "embedded" / "server.json").exists()

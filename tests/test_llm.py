@@ -5,20 +5,33 @@ import time
 import dagster as dg
 import pytest
 
-from glan_assets.schemas import RejectRow, SessionList, SessionRow, SubjectRow, SyllabusRow
-from resources.llm import EndpointUnreachable, Request
-from resources.settings import llm_from_env
+from glan_assets import stages
+from glan_assets.glan.answers import RESPOND
+from glan_assets.glan.questions import ASK as QUESTION
+from glan_assets.glan.schemas import SessionRow, SubjectRow, SyllabusRow
+from glan_assets.glan.sessions import EXTRACT
+from glan_assets.glan.syllabi import WRITE
+from glan_assets.rows import RejectRow
+from glan_assets.settings import Settings, SettingsError
+from glan_assets.stages import Request
+from resources.llm import EndpointUnreachable
 from resources.storage import DuckDBStore
 
 ASK = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
+EXTRACT_SESSIONS = [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}]
+
+
+def llm_from_env(env: dict):
+    """The LLM resource the settings build from `env`, initialized as Dagster would."""
+    return Settings.from_env(env).llm().process_config_and_initialize()
 
 
 def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(project, fake_llm):
     fake_llm.fail_next = [(429, {"Retry-After": "1"}), (503, {}), (500, {})]
-    llm = llm_from_env(project.env).process_config_and_initialize()
+    llm = llm_from_env(project.env)
     start = time.monotonic()
 
-    batch = llm.generate("answers", [Request("q1", ASK)])
+    batch = stages.run(llm, RESPOND, [Request("q1", ASK)])
 
     assert batch.replies[0].ok and batch.replies[0].text == "An answer to: hello"
     assert len(fake_llm.requests) == 4
@@ -30,11 +43,11 @@ def test_an_endpoint_that_is_down_fails_fast_and_writes_nothing(project, tmp_pat
     store = DuckDBStore(path=str(project.db))
     before = store.read(SessionRow, "Physics")
     env = project.env | {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # nothing listens on port 9
-    llm = llm_from_env(env | {"GLAN_CACHE": str(tmp_path / "empty-cache.sqlite")}).process_config_and_initialize()
+    llm = llm_from_env(env | {"GLAN_CACHE": str(tmp_path / "empty-cache.sqlite")})
 
     start = time.monotonic()
     with pytest.raises(EndpointUnreachable, match="cannot reach the LLM endpoint at http://127.0.0.1:9/v1"):
-        llm.generate("answers", [Request("q1", ASK)])
+        stages.run(llm, RESPOND, [Request("q1", ASK)])
     assert time.monotonic() - start < 20
     assert store.read(SessionRow, "Physics") == before
 
@@ -76,7 +89,7 @@ def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, 
     # A different syllabus prompt version would re-ask; here the cache is cleared instead.
     project.db.with_name("llm_cache.sqlite").unlink()
 
-    (summary,) = project.build("Physics")
+    (summary,) = project.build("Physics", force=True)  # up to date: only a forced build runs it
 
     assert not summary.success
     assert "no usable rows (2 rejects" in summary.error and "kept" in summary.error
@@ -85,13 +98,13 @@ def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, 
 
 
 def test_responses_are_cached_before_use(project, fake_llm):
-    llm = llm_from_env(project.env).process_config_and_initialize()
-    first = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}])], SessionList)
-    again = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}])], SessionList)
-    other_sample = llm.generate_structured("sessions", [Request("s", [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}], sample_index=1)], SessionList)
+    llm = llm_from_env(project.env)
+    first = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)])
+    again = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)])
+    other_sample = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS, sample_index=1)])
     assert (first.stats.calls, again.stats.calls, again.stats.cache_hits) == (1, 0, 1)
     assert other_sample.stats.calls == 1  # the sample index is part of the key
-    assert again.replies[0].value == first.replies[0].value
+    assert first.replies[0].ok and again.replies[0].value == first.replies[0].value
 
 
 def test_the_api_key_is_sent_but_never_stored(project, fake_llm):
@@ -114,13 +127,19 @@ def test_each_stage_uses_its_own_model_and_sampling(project, fake_llm):
         "GLAN_QUESTIONS_MODEL": "strong-model",
         "GLAN_QUESTIONS_TEMPERATURE": "1.0",
     }
-    llm = llm_from_env(env).process_config_and_initialize()
-    llm.generate("answers", [Request("q", ASK)])
-    llm.generate("questions", [Request("q", ASK)])
+    llm = llm_from_env(env)
+    stages.run(llm, RESPOND, [Request("q", ASK)])
+    stages.run(llm, QUESTION, [Request("q", ASK)])
     answers_req, questions_req = fake_llm.requests
     assert (answers_req["model"], answers_req["temperature"], answers_req["top_p"]) == ("cheap-model", 0.7, 0.95)
     assert (questions_req["model"], questions_req["temperature"]) == ("strong-model", 1.0)
     # The demo profile keeps the embedded model at 0.7 or cooler; the paper profile samples as the paper did.
-    assert llm.sampling("syllabus").temperature == 0.7
-    assert llm_from_env(env | {"GLAN_PROFILE": "paper"}).sampling("syllabus").temperature == 1.0
+    assert llm.sampling(WRITE.name, WRITE.sampling).temperature == 0.7
+    paper = llm_from_env(env | {"GLAN_PROFILE": "paper"})
+    assert paper.sampling(WRITE.name, WRITE.sampling).temperature == 1.0
     assert isinstance(llm, dg.ConfigurableResource)
+
+
+def test_an_unknown_setting_is_refused_before_anything_runs(project):
+    with pytest.raises(SettingsError, match="unknown setting GLAN_ANSWER_MODEL"):  # GLAN_ANSWERS_MODEL misspelt
+        Settings.from_env(project.env | {"GLAN_ANSWER_MODEL": "cheap-model"})

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from glan_assets.parsing import ParseError, example_echoes, parse_structured
-from glan_assets.prompts import SESSIONS
-from glan_assets.schemas import SessionList, SubjectList
+from glan_assets.glan.prompts import SESSIONS
+from glan_assets.glan.schemas import SessionList, SubjectList
 
 SUBJECT = '{"subject_name": "Mechanics", "level": "undergraduate", "subtopics": ["motion", "force"]}'
 

@@ -1,8 +1,8 @@
 """Question sampling: basic covers one session, harder two, seeded per question."""
 
 from glan_assets.ids import stable_id
-from glan_assets.sampling import plan_questions
-from glan_assets.schemas import SessionRow
+from glan_assets.glan.sampling import plan_questions
+from glan_assets.glan.schemas import SessionRow
 
 
 def sessions(n: int) -> list[SessionRow]:

@@ -1,19 +1,44 @@
-"""The taxonomy sensor keeps partitions in step with the file."""
+"""The taxonomy sensor keeps partitions in step with the file and asks for the runs the
+build plan names: what is missing or stale, once per state."""
 
 import dagster as dg
+import pytest
 
-from glan_assets.build import sync_partitions
+from glan_assets import glan
 from glan_assets.definitions import defs
-from glan_assets.partitions import discipline_partitions
-from glan_assets.schemas import AnswerRow
-from glan_assets.sensors import taxonomy_sensor
+from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.glan.schemas import AnswerRow
+from glan_assets.plan import NEW, NODE
+from glan_assets.settings import resources_from_env
 from resources.storage import DuckDBStore
 
+GLAN = tuple(lv.name for lv in glan.LEVELS)  # fields ... answers
 
-def tick(project, cursor=None) -> dg.SensorResult:
-    """One sensor evaluation; its partition requests applied as the daemon would."""
-    context = dg.build_sensor_context(instance=project.instance, cursor=cursor, resources=project.resources())
-    result = taxonomy_sensor(context)
+
+@pytest.fixture
+def project(project):
+    """The project on a Dagster home on disk, as the daemon has: a tick resolves its run
+    requests against the instance's partitions (through its ref), which an ephemeral
+    instance does not have."""
+    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Not entered as a context manager: that would install its state storage for the whole
+    # session, and later code locations would load against a disposed instance.
+    project.instance = dg.DagsterInstance.from_config(str(project.dagster_home))
+    try:
+        yield project
+    finally:
+        project.instance.dispose()
+
+
+def tick(project, **env: str):
+    """One sensor evaluation (with extra settings `env`) as the daemon makes it, its
+    partition requests applied as the daemon would."""
+    definitions = defs()
+    # Entered, as the daemon does: the instance it opens from the ref is closed with it.
+    with dg.build_sensor_context(
+        instance_ref=project.instance.get_ref(), resources=resources_from_env(project.env | env), definitions=definitions
+    ) as context:
+        result = definitions.get_sensor_def("taxonomy_sensor").evaluate_tick(context)
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -23,6 +48,18 @@ def tick(project, cursor=None) -> dg.SensorResult:
     return result
 
 
+def runs(result) -> list[tuple[str, tuple[str, ...], str]]:
+    """(partition, levels, reason) of each run the tick asks for."""
+    return sorted(
+        (r.partition_key, tuple(k.to_user_string() for k in r.asset_selection), r.tags["glan/reason"])
+        for r in result.run_requests
+    )
+
+
+def run_keys(result) -> set[str]:
+    return {r.run_key for r in result.run_requests}
+
+
 def partitions(project) -> list[str]:
     return project.instance.get_dynamic_partitions(discipline_partitions.name)
 
@@ -30,50 +67,67 @@ def partitions(project) -> list[str]:
 def test_a_new_discipline_gets_its_partition_and_one_run_for_it(project):
     first = tick(project)
     assert partitions(project) == ["Physics", "Astronomy"]
-    assert sorted(r.partition_key for r in first.run_requests) == ["Astronomy", "Physics"]
+    assert runs(first) == [("Astronomy", GLAN, NEW), ("Physics", GLAN, NEW)]
+    assert {r.job_name for r in first.run_requests} == {"build_discipline"}
+    # The daemon launches a run once per run key: a tick that sees the same state asks nothing new.
+    assert run_keys(tick(project)) == run_keys(first)
 
     project.add_discipline("Optics")
-    second = tick(project, first.cursor)
+    second = tick(project)
 
     assert partitions(project) == ["Physics", "Astronomy", "Optics"]
-    (request,) = second.run_requests
+    (request,) = [r for r in second.run_requests if r.run_key not in run_keys(first)]
     assert (request.partition_key, request.job_name) == ("Optics", "build_discipline")
-    assert tick(project, second.cursor).run_requests == []
+    assert tuple(k.to_user_string() for k in request.asset_selection) == GLAN
+    assert run_keys(tick(project)) == run_keys(second)
 
 
-def test_a_removed_discipline_loses_its_partition_and_its_rows(project):
+def test_a_built_taxonomy_asks_for_no_run(project):
+    assert all(s.success for s in project.build())
+    result = tick(project)
+    assert result.run_requests == [] and result.dynamic_partitions_requests == []
+
+
+def test_a_removed_discipline_keeps_its_rows_unless_the_sensor_prunes(project):
     project.build()
     store = DuckDBStore(path=str(project.db))
     assert store.read(AnswerRow, "Astronomy")
-    cursor = tick(project).cursor
-
     project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
-    result = tick(project, cursor)
 
-    assert result.run_requests == []
+    kept = tick(project)
+
+    assert kept.run_requests == []
+    assert partitions(project) == ["Physics", "Astronomy"]  # deleting data is a decision for `glan build --prune`
+    assert store.read(AnswerRow, "Astronomy")
+
+    pruned = tick(project, GLAN_SENSOR_PRUNES="1")
+
+    assert pruned.run_requests == []
     assert partitions(project) == ["Physics"]
     assert store.read(AnswerRow, "Astronomy") == []
     assert store.read(AnswerRow, "Physics")
 
 
-def test_an_edited_description_refreshes_only_that_discipline(project):
-    cursor = tick(project).cursor
+def test_an_edited_description_rebuilds_only_that_discipline_from_its_taxonomy_levels(project):
+    project.build()
     project.taxonomy.write_text(
         project.taxonomy.read_text().replace("- name: Astronomy\n", "- name: Astronomy\n            description: stars\n")
     )
-    (request,) = tick(project, cursor).run_requests
-    assert (request.partition_key, request.job_name) == ("Astronomy", "refresh_taxonomy")
+    result = tick(project)
+    (request,) = result.run_requests
+    assert (request.partition_key, request.job_name) == ("Astronomy", "build_discipline")
+    assert runs(result) == [("Astronomy", GLAN, NODE)]
+    assert run_keys(tick(project)) == run_keys(result)  # asked once
 
 
-def test_the_sensor_and_its_jobs_are_in_the_code_location():
-    assert defs.get_sensor_def("taxonomy_sensor").default_status == dg.DefaultSensorStatus.RUNNING
-    job = defs.resolve_job_def("build_discipline")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        "fields", "disciplines", "subjects", "syllabi", "sessions", "questions", "answers"
-    }
+def test_the_sensor_and_its_job_are_in_the_code_location():
+    definitions = defs()
+    assert definitions.get_sensor_def("taxonomy_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    job = definitions.resolve_job_def("build_discipline")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == set(GLAN)
 
 
 def test_build_registers_the_same_partitions_as_the_sensor(project):
-    res = project.resources()
-    assert sync_partitions(project.instance, res["settings"], res["store"]) == (["Physics", "Astronomy"], [])
-    assert tick(project).run_requests == []  # nothing new for the sensor
+    (method,) = project.plan().methods  # what `glan build` does before it builds
+    assert (method.added, method.removed) == (["Physics", "Astronomy"], [])
+    assert tick(project).dynamic_partitions_requests == []  # nothing new for the sensor to register

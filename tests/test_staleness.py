@@ -1,15 +1,23 @@
 """Data versions come from content, so the UI shows stale exactly what changed upstream."""
 
+import dataclasses
+
 import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from glan_assets.definitions import GENERATION_ASSETS, defs
+from glan_assets import glan, stages
+from glan_assets.definitions import defs
+from glan_assets.glan import answers
+from glan_assets.prompting import Prompt
+
+GENERATION_ASSETS = dg.load_assets_from_modules(glan.MODULES)  # fields ... answers
 
 
 def status(project, asset: str, partition: str) -> StaleStatus:
+    """What the UI shows for the asset partition: fresh, or stale and why."""
     resolver = CachingStaleStatusResolver(
-        project.instance, defs.resolve_asset_graph(), LoadingContextForTest(project.instance)
+        project.instance, defs().resolve_asset_graph(), LoadingContextForTest(project.instance)
     )
     return resolver.get_status(dg.AssetKey(asset), partition)
 
@@ -19,8 +27,8 @@ def data_version(record) -> str:
 
 
 def refresh_taxonomy(project, partition: str) -> None:
-    fields, disciplines = GENERATION_ASSETS[:2]
-    result = dg.materialize([fields, disciplines], partition_key=partition, instance=project.instance,
+    """Re-read the partition's taxonomy levels, as a run of them from the UI would."""
+    result = dg.materialize([a for a in GENERATION_ASSETS if a.key.to_user_string() in ("fields", "disciplines")], partition_key=partition, instance=project.instance,
                             resources=project.resources())
     assert result.success
 
@@ -43,18 +51,18 @@ def test_a_rebuild_with_the_same_output_keeps_the_data_version(project):
     project.build("Physics")
     key = dg.AssetKey("answers")
     first = project.instance.get_latest_data_version_record(key, partition_key="Physics")
-    project.build("Physics")
+    project.build("Physics", force=True)  # up to date, so only a forced build runs it again
     second = project.instance.get_latest_data_version_record(key, partition_key="Physics")
     assert first.storage_id != second.storage_id  # it was materialized again...
     assert data_version(first) == data_version(second)  # ...with the same content
 
 
-def test_a_prompt_edit_changes_the_code_version_of_its_asset_only(monkeypatch):
-    import glan_assets.prompts as prompts
-
-    before = prompts.code_version(prompts.ANSWER)
-    edited = prompts.Prompt("answer", prompts.ANSWER.system + " Be concise.", prompts.ANSWER.user)
-    assert prompts.code_version(edited) != before
+def test_a_prompt_edit_changes_the_code_version_of_its_asset_only():
+    before = answers.LEVEL.code_version
+    assert before == stages.code_version(answers.RESPOND, logic=answers.LEVEL.logic_version)
+    (prompt,) = answers.RESPOND.prompts
+    edited = dataclasses.replace(answers.RESPOND, prompts=(Prompt(prompt.name, prompt.system + " Be concise.", prompt.user),))
+    assert stages.code_version(edited, logic=answers.LEVEL.logic_version) != before
     versions = {a.key.to_user_string(): a.code_versions_by_key[a.key] for a in GENERATION_ASSETS}
     assert versions["answers"] == before
-    assert len(set(versions.values())) == len(versions) - 1  # fields and disciplines share "1"
+    assert len(set(versions.values())) == len(versions) - 1  # fields and disciplines share "p1"

@@ -1,12 +1,17 @@
-"""DuckDB storage avoids the stock IO manager's faults."""
+"""Storage avoids the stock IO manager's faults, on the DuckDB file and on DuckLake."""
 
 import multiprocessing
+from typing import ClassVar
 
+import dagster as dg
 import duckdb
 import pytest
 
-from glan_assets.schemas import RejectRow, SessionRow
-from resources.storage import DuckDBStore, EmptyOutputError
+from glan_assets.glan import sessions
+from glan_assets.glan.schemas import SessionRow
+from glan_assets.results import store_partition
+from glan_assets.rows import RejectRow, TableRow
+from resources.storage import DuckDBStore, Slice
 
 
 def session(i: int, discipline: str = "Physics", title: str = "t") -> SessionRow:
@@ -14,34 +19,112 @@ def session(i: int, discipline: str = "Physics", title: str = "t") -> SessionRow
                       session_index=i, title=title, key_concepts=["a", "b"], extracted_by="outline")
 
 
+def replace_partition(store: DuckDBStore, discipline: str, rows: list[SessionRow]) -> None:
+    store.replace([Slice(SessionRow, rows, where={"discipline": discipline})])
+
+
+def reject(reject_id: str = "rej_1") -> RejectRow:
+    return RejectRow(reject_id=reject_id, parent_id="syl_1", partition_key="Physics", asset="sessions",
+                     stage="sessions", reason="no JSON found", raw_output="prose", attempts=3)
+
+
 @pytest.fixture
-def store(tmp_path) -> DuckDBStore:
+def file_store(tmp_path) -> DuckDBStore:
     return DuckDBStore(path=str(tmp_path / "glan.duckdb"))
 
 
+@pytest.fixture(params=["duckdb", pytest.param("ducklake", marks=pytest.mark.ducklake)])
+def store(request, tmp_path) -> DuckDBStore:
+    """Each guarantee on the default file, and on DuckLake with a real PostgreSQL catalog."""
+    if request.param == "duckdb":
+        return DuckDBStore(path=str(tmp_path / "glan.duckdb"))
+    lake = request.getfixturevalue("lake_env")
+    return DuckDBStore(backend="ducklake", catalog_dsn=lake["GLAN_CATALOG_DSN"], data_path=lake["GLAN_DATA_PATH"],
+                       lock_timeout_s=60)
+
+
 def test_a_partition_is_replaced_and_others_are_untouched(store):
-    store.replace_partition(SessionRow, "Physics", [session(1), session(2)])
-    store.replace_partition(SessionRow, "Astronomy", [session(3, "Astronomy")])
-    store.replace_partition(SessionRow, "Physics", [session(4)])
+    replace_partition(store, "Physics", [session(1), session(2)])
+    replace_partition(store, "Astronomy", [session(3, "Astronomy")])
+    replace_partition(store, "Physics", [session(4)])
     assert [s.session_id for s in store.read(SessionRow)] == ["ses_3", "ses_4"]
 
 
 def test_rows_are_inserted_by_name_whatever_the_table_column_order(store):
     with store.connect() as con:  # a table whose columns are in another order
         con.execute("CREATE TABLE sessions (title VARCHAR, key_concepts VARCHAR[], session_index BIGINT, "
-                    "discipline VARCHAR, syllabus_id VARCHAR, session_id VARCHAR)")
-    store.replace_partition(SessionRow, "Physics", [session(1, title="Kinematics")])
+                    "discipline VARCHAR, syllabus_id VARCHAR, session_id VARCHAR, extracted_by VARCHAR)")
+    replace_partition(store, "Physics", [session(1, title="Kinematics")])
     (row,) = store.read(SessionRow, "Physics")
     assert (row.session_id, row.title, row.key_concepts) == ("ses_1", "Kinematics", ["a", "b"])
 
 
 def test_a_failed_write_keeps_the_old_rows(store, monkeypatch):
-    store.replace_partition(SessionRow, "Physics", [session(1)])
+    replace_partition(store, "Physics", [session(1)])
     monkeypatch.setattr(DuckDBStore, "_insert", staticmethod(lambda *a: (_ for _ in ()).throw(RuntimeError("disk full"))))
     with pytest.raises(RuntimeError, match="disk full"):
-        store.replace_partition(SessionRow, "Physics", [session(2)])
+        replace_partition(store, "Physics", [session(2)])
     monkeypatch.undo()
     assert [s.session_id for s in store.read(SessionRow, "Physics")] == ["ses_1"]
+
+
+def test_tables_replaced_together_all_change_or_none(store, monkeypatch):
+    store.replace([Slice(SessionRow, [session(1)]), Slice(RejectRow, [reject("rej_1")])])
+    insert = DuckDBStore._insert
+
+    def fail_on_rejects(con, row_type, rows):  # the second table's insert fails after the first's
+        if row_type is RejectRow:
+            raise duckdb.ConversionException("bad reject")
+        insert(con, row_type, rows)
+
+    monkeypatch.setattr(DuckDBStore, "_insert", staticmethod(fail_on_rejects))
+    with pytest.raises(duckdb.ConversionException):
+        store.replace([Slice(SessionRow, [session(2)]), Slice(RejectRow, [reject("rej_2")])])
+    monkeypatch.undo()
+
+    assert [s.session_id for s in store.read(SessionRow)] == ["ses_1"]
+    assert [r.reject_id for r in store.read(RejectRow)] == ["rej_1"]
+
+
+class Note(TableRow):
+    table: ClassVar[str] = "notes"
+    id_column: ClassVar[str] = "note_id"
+    partition_column: ClassVar[str | None] = "discipline"
+    note_id: str
+    discipline: str
+
+
+class NoteWithTags(Note):
+    tags: list[str] | None = None
+
+
+def test_a_model_that_gains_a_field_gains_a_column(store):
+    store.replace([Slice(Note, [Note(note_id="n1", discipline="Physics")], {"discipline": "Physics"})])
+    store.replace([Slice(NoteWithTags, [NoteWithTags(note_id="n2", discipline="Optics", tags=["x"])],
+                         {"discipline": "Optics"})])
+    assert store.read(NoteWithTags) == [NoteWithTags(note_id="n1", discipline="Physics"),
+                                        NoteWithTags(note_id="n2", discipline="Optics", tags=["x"])]
+    columns = store.query("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'notes' "
+                          "AND database_name = current_database()")
+    assert {c["column_name"]: c["data_type"] for c in columns}["tags"] == "VARCHAR[]"
+
+
+def test_removing_a_discipline_deletes_it_from_every_table(store):
+    replace_partition(store, "Physics", [session(1)])
+    replace_partition(store, "Astronomy", [session(2, "Astronomy")])
+    store.replace([Slice(RejectRow, [reject()])])
+    assert store.delete_partition("discipline", "Physics") == {"sessions": 1, "rejects": 1}
+    assert store.read(RejectRow) == []
+    assert [s.discipline for s in store.read(SessionRow)] == ["Astronomy"]
+
+
+def test_empty_output_keeps_stored_rows_but_records_rejects(store):
+    replace_partition(store, "Physics", [session(1)])
+    context = dg.build_asset_context(partition_key="Physics")
+    with pytest.raises(dg.Failure, match=r"sessions\[Physics\]: no usable rows \(1 rejects.*kept"):
+        store_partition(context, store, sessions.LEVEL, [], rejects=[reject()])
+    assert [s.session_id for s in store.read(SessionRow, "Physics")] == ["ses_1"]
+    assert store.read(RejectRow, "Physics") == [reject()]
 
 
 def _open_in_other_process(path: str, queue) -> None:
@@ -50,45 +133,13 @@ def _open_in_other_process(path: str, queue) -> None:
     con.close()
 
 
-def test_the_connection_is_released_after_an_error(store):
-    store.replace_partition(SessionRow, "Physics", [session(1)])
+def test_the_file_is_released_after_an_error(file_store):
+    replace_partition(file_store, "Physics", [session(1)])
     with pytest.raises(duckdb.Error):
-        store.query("SELECT * FROM no_such_table")
+        file_store.query("SELECT * FROM no_such_table")
     queue = multiprocessing.get_context("spawn").Queue()
-    proc = multiprocessing.get_context("spawn").Process(target=_open_in_other_process, args=(store.path, queue))
+    proc = multiprocessing.get_context("spawn").Process(target=_open_in_other_process, args=(file_store.path, queue))
     proc.start()
     proc.join(60)
     assert queue.get(timeout=5) == 1
 
-
-def test_empty_output_keeps_stored_rows_but_records_rejects(store):
-    store.replace_partition(SessionRow, "Physics", [session(1)])
-    reject = RejectRow(reject_id="rej_1", parent_id="syl_1", discipline="Physics", asset="sessions",
-                       stage="sessions", reason="no JSON found", raw_output="prose", attempts=3)
-    with pytest.raises(EmptyOutputError, match=r"sessions\[Physics\]: no usable rows \(1 rejects"):
-        store.replace_partition(SessionRow, "Physics", [], [reject])
-    assert [s.session_id for s in store.read(SessionRow, "Physics")] == ["ses_1"]
-    assert store.read(RejectRow, "Physics") == [reject]
-
-
-def test_removing_a_discipline_deletes_it_from_every_table(store):
-    store.replace_partition(SessionRow, "Physics", [session(1)])
-    store.replace_partition(SessionRow, "Astronomy", [session(2, "Astronomy")])
-    assert store.delete_discipline("Physics")["sessions"] == 1
-    assert [s.discipline for s in store.read(SessionRow)] == ["Astronomy"]
-
-
-def test_tables_replaced_together_all_change_or_none(store):
-    def reject(reject_id: str) -> RejectRow:
-        return RejectRow(reject_id=reject_id, parent_id="syl_1", discipline="Physics", asset="sessions",
-                         stage="sessions", reason="no JSON found", raw_output="prose", attempts=3)
-
-    with store.connect() as con:  # a rejects table that refuses a repeated id; the store adds the other columns
-        con.execute("CREATE TABLE rejects (reject_id VARCHAR PRIMARY KEY)")
-    store.replace_tables({SessionRow: [session(1)], RejectRow: [reject("rej_1")]})
-
-    with pytest.raises(duckdb.ConstraintException):
-        store.replace_tables({SessionRow: [session(2)], RejectRow: [reject("rej_2"), reject("rej_2")]})
-
-    assert [s.session_id for s in store.read(SessionRow)] == ["ses_1"]
-    assert [r.reject_id for r in store.read(RejectRow)] == ["rej_1"]

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from glan_assets.taxonomy_file import TaxonomyError, add_node, load_taxonomy
-from resources.settings import DEFAULT_TAXONOMY
+from glan_assets.glan.taxonomy_file import DEFAULT_TAXONOMY, TaxonomyError, add_node, load_taxonomy
 
 
 def test_the_documented_shape_loads_with_extra_keys(tmp_path):

@@ -11,11 +11,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from glan_assets.ids import content_hash, stable_id
+from glan_assets.methods import partition_key_problem
+
+DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "data" / "taxonomy.yaml"
 
 # Dagster refuses partition keys containing these (dagster/_core/definitions/partitions).
-_FORBIDDEN_IN_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
-
-
 class TaxonomyError(ValueError):
     """The taxonomy file cannot be used; the message names file, line and node."""
 
@@ -58,15 +58,6 @@ class Taxonomy:
         return self.disciplines[discipline]
 
 
-def partition_key_problem(name: str) -> str | None:
-    bad = [s for s in _FORBIDDEN_IN_KEYS if s in name]
-    if bad:
-        return f"contains {bad[0]!r}, which Dagster refuses in a partition key"
-    if name != name.strip():
-        return "has leading or trailing whitespace"
-    return None
-
-
 def _line(node: object) -> int:
     lc = getattr(node, "lc", None)
     return lc.line + 1 if lc is not None else 0
@@ -88,17 +79,33 @@ def _children(path: Path, node: dict, key: str, where: str) -> list:
     return children
 
 
+def _deepest_line(text: str) -> int:
+    """The line that opens the deepest nesting (indentation plus flow brackets)."""
+    depth = [len(ln) - len(ln.lstrip(" ")) + ln.count("[") + ln.count("{") for ln in text.splitlines()]
+    return depth.index(max(depth)) + 1 if depth else 1
+
+
 def load_taxonomy(path: str | Path) -> Taxonomy:
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise TaxonomyError(f"{path}: cannot read the taxonomy file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TaxonomyError(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#x}); save the file as UTF-8") from None
     try:
         doc = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise TaxonomyError(f"{path}:{mark.line + 1}: YAML does not parse: {exc.problem}") from exc
+    except RecursionError:
+        raise TaxonomyError(
+            f"{path}:{_deepest_line(text)}: nested too deeply to read; a taxonomy is fields > "
+            "sub_fields > disciplines"
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("fields"), list):
         raise TaxonomyError(f"{path}:1: expected a top-level 'fields:' list")
 

@@ -6,16 +6,41 @@ and 2-5 key concepts across them (see `sampling.plan_questions`).
 
 import dagster as dg
 
+from glan_assets import stages
+from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.glan.prompts import QUESTION_BASIC, QUESTION_HARDER
+from glan_assets.glan.resources import GenerationSettings
+from glan_assets.glan.sampling import QuestionPlan, plan_questions
+from glan_assets.glan.schemas import QuestionRow, SessionRow, SyllabusRow
 from glan_assets.ids import stable_id
-from glan_assets.partitions import discipline_partitions
-from glan_assets.prompts import QUESTION_BASIC, QUESTION_HARDER, code_version
+from glan_assets.levels import Level, level_asset
 from glan_assets.results import store_partition
-from glan_assets.sampling import QuestionPlan, plan_questions
-from glan_assets.schemas import QuestionRow, SessionRow, SyllabusRow
-from glan_assets.sessions import sessions
-from resources.llm import LLMResource, Request
-from resources.settings import GenerationSettings
+from glan_assets.stages import Request, Stage
+from resources.llm import LLMResource, Sampling
 from resources.storage import DuckDBStore
+
+ASK = Stage("questions", (QUESTION_BASIC, QUESTION_HARDER), Sampling(temperature=1.0, top_p=0.95, max_tokens=512))
+
+LEVEL = Level(
+    "questions",
+    QuestionRow,
+    id_prefix="qst",
+    method="glan",
+    group="generation",
+    description="Homework questions: basic (one session) and harder (two sessions), "
+    "seeded per question, the syllabus as context.",
+    parent="sessions",
+    stages=(ASK,),
+    dedup_column="question",
+    label="question",
+    lineage_columns={"kind": "question_kind", "key_concepts": "key_concepts", "question": "question",
+                     "model": "question_model"},
+    partitions_def=discipline_partitions,
+    config=(
+        "settings.questions_per_syllabus", "settings.harder_question_fraction", "settings.seed",
+        "settings.basic_concepts_max", "settings.harder_concepts_min", "settings.harder_concepts_max",
+    ),
+)
 
 
 def question_request(syllabus: SyllabusRow, plan: QuestionPlan) -> Request:
@@ -37,7 +62,7 @@ def question_request(syllabus: SyllabusRow, plan: QuestionPlan) -> Request:
 
 
 def question_id(syllabus: SyllabusRow, plan: QuestionPlan) -> str:
-    return stable_id("qst", syllabus.syllabus_id, plan.question_index)
+    return stable_id(LEVEL.id_prefix, syllabus.syllabus_id, plan.question_index)
 
 
 def plans_for(syllabus: SyllabusRow, sessions_: list[SessionRow], settings: GenerationSettings) -> list[QuestionPlan]:
@@ -52,16 +77,7 @@ def plans_for(syllabus: SyllabusRow, sessions_: list[SessionRow], settings: Gene
     )
 
 
-@dg.asset(
-    partitions_def=discipline_partitions,
-    deps=[sessions],
-    group_name="generation",
-    code_version=code_version(QUESTION_BASIC, QUESTION_HARDER),
-    kinds={"openai", "duckdb"},
-    owners=["team:data"],
-    description="Homework questions: basic (one session) and harder (two sessions), "
-    "seeded per question, the syllabus as context.",
-)
+@level_asset(LEVEL)
 def questions(
     context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBStore, settings: GenerationSettings
 ) -> dg.MaterializeResult:
@@ -74,7 +90,8 @@ def questions(
         for syllabus in store.read(SyllabusRow, key)
         for plan in plans_for(syllabus, by_syllabus.get(syllabus.syllabus_id, []), settings)
     ]
-    batch = llm.generate("questions", [question_request(s, p) for s, p in planned])
+    batch = stages.run(llm, ASK, [question_request(s, p) for s, p in planned])
+    model = stages.model_of(llm, ASK)
     rows = [
         QuestionRow(
             question_id=reply.request.item_id,
@@ -86,9 +103,9 @@ def questions(
             session_ids=[s.session_id for s in plan.sessions],
             key_concepts=list(plan.key_concepts),
             question=reply.text,
-            model=llm.model_for("questions"),
+            model=model,
         )
         for (syllabus, plan), reply in zip(planned, batch.replies)
         if reply.ok
     ]
-    return store_partition(context, store, QuestionRow, rows, {"questions": batch.replies}, batch.stats)
+    return store_partition(context, store, LEVEL, rows, {ASK.name: batch})

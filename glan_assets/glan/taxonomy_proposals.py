@@ -3,14 +3,32 @@ a review table until a person accepts them (`glan taxonomy accept`) or edits the
 
 import dagster as dg
 
+from glan_assets import stages
+from glan_assets.glan.prompts import PROPOSE_NODES
+from glan_assets.glan.resources import GenerationSettings
+from glan_assets.glan.schemas import ProposalList, ProposalRow
+from glan_assets.glan.taxonomy_file import Taxonomy
 from glan_assets.ids import stable_id
-from glan_assets.prompts import PROPOSE_NODES, code_version
+from glan_assets.levels import Level, level_asset
 from glan_assets.results import rejects_of
-from glan_assets.schemas import ProposalList, ProposalRow
-from glan_assets.taxonomy_file import Taxonomy
-from resources.llm import LLMResource, Reply, Request
-from resources.settings import GenerationSettings
-from resources.storage import DuckDBStore
+from glan_assets.rows import RejectRow
+from glan_assets.stages import Reply, Request, Stage
+from resources.llm import LLMResource, Sampling
+from resources.storage import DuckDBStore, Slice
+
+PROPOSE = Stage("taxonomy", (PROPOSE_NODES,), Sampling(temperature=1.0, max_tokens=512), ProposalList)
+
+LEVEL = Level(
+    "taxonomy_proposals",
+    ProposalRow,
+    id_prefix="prp",
+    method="glan",
+    group="taxonomy",
+    description="LLM-proposed taxonomy nodes for review (keep/remove). Nothing enters the "
+    "taxonomy until a person accepts it with `glan taxonomy accept`.",
+    stages=(PROPOSE,),
+    label="proposal",
+)
 
 # (kind proposed, field, sub-field): the parent is the taxonomy root, a field or a sub-field.
 Slot = tuple[str, str, str]
@@ -30,7 +48,7 @@ def proposal_rows(slot: Slot, reply: Reply, existing: set[str]) -> list[Proposal
     kind, field, sub = slot
     return [
         ProposalRow(
-            proposal_id=stable_id("prp", kind, field, sub, p.name.strip().lower()),
+            proposal_id=stable_id(LEVEL.id_prefix, kind, field, sub, p.name.strip().lower()),
             kind=kind,
             field_name=field,
             sub_field_name=sub,
@@ -42,22 +60,16 @@ def proposal_rows(slot: Slot, reply: Reply, existing: set[str]) -> list[Proposal
     ]
 
 
-@dg.asset(
-    group_name="taxonomy",
-    code_version=code_version(PROPOSE_NODES),
-    kinds={"openai", "duckdb"},
-    owners=["team:data"],
-    description="LLM-proposed taxonomy nodes for review (keep/remove). Nothing enters the "
-    "taxonomy until a person accepts it with `glan taxonomy accept`.",
-)
+@level_asset(LEVEL)
 def taxonomy_proposals(
     context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBStore, settings: GenerationSettings
 ) -> dg.MaterializeResult:
     taxonomy = settings.taxonomy()
     slots = proposal_slots(taxonomy)
     kind_plural = {"field": "fields", "sub_field": "sub-fields", "discipline": "disciplines"}
-    batch = llm.generate_structured(
-        "taxonomy",
+    batch = stages.run(
+        llm,
+        PROPOSE,
         [
             Request(
                 "|".join(slot),
@@ -70,7 +82,6 @@ def taxonomy_proposals(
             )
             for slot, parent, children in slots
         ],
-        ProposalList,
     )
     # Votes already cast survive a rebuild; fresh proposals join them as pending.
     voted = {p.proposal_id: p for p in store.read(ProposalRow) if p.status != "pending"}
@@ -80,8 +91,8 @@ def taxonomy_proposals(
             for row in proposal_rows(slot, reply, {c.lower() for c in children}):
                 fresh.setdefault(row.proposal_id, row)
     rows = list({**fresh, **voted}.values())
-    rejects = rejects_of(ProposalRow.table, "", {"taxonomy": batch.replies})
-    store.replace_rows(ProposalRow, rows, rejects)
+    rejects = rejects_of(LEVEL.name, "", {PROPOSE.name: batch.replies})
+    store.replace([Slice(RejectRow, rejects, {"asset": LEVEL.name}), Slice(ProposalRow, rows)])
     return dg.MaterializeResult(
         metadata={
             "pending": sum(r.status == "pending" for r in rows),

@@ -1,30 +1,21 @@
-"""Pydantic models: the schema of every table row and every structured LLM output.
+"""GLAN's pydantic models: the schema of its table rows and of its structured LLM outputs.
 
-Table rows put their own id first and their parent's id second, so lineage is a join.
 Every per-discipline table carries `discipline`, the partition key.
 """
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field, WithJsonSchema
 
 from glan_assets.parsing import outline_sessions
+from glan_assets.rows import TableRow
 
 
-class TableRow(BaseModel):
-    """A row of a DuckDB table; the storage derives the table's DDL from the fields."""
-
-    model_config = ConfigDict(extra="forbid")
-    table: ClassVar[str]
-    id_column: ClassVar[str]
-    parent_column: ClassVar[str | None] = None
-
-    @property
-    def row_id(self) -> str:
-        return getattr(self, self.id_column)
+class DisciplineTableRow(TableRow):
+    partition_column: ClassVar[str | None] = "discipline"
 
 
-class FieldRow(TableRow):
+class FieldRow(DisciplineTableRow):
     table: ClassVar[str] = "fields"
     id_column: ClassVar[str] = "field_id"
     field_id: str
@@ -34,7 +25,7 @@ class FieldRow(TableRow):
     description: str = ""
 
 
-class DisciplineRow(TableRow):
+class DisciplineRow(DisciplineTableRow):
     table: ClassVar[str] = "disciplines"
     id_column: ClassVar[str] = "discipline_id"
     parent_column: ClassVar[str | None] = "field_id"
@@ -46,7 +37,7 @@ class DisciplineRow(TableRow):
     description: str = ""
 
 
-class SubjectRow(TableRow):
+class SubjectRow(DisciplineTableRow):
     table: ClassVar[str] = "subjects"
     id_column: ClassVar[str] = "subject_id"
     parent_column: ClassVar[str | None] = "discipline_id"
@@ -59,7 +50,7 @@ class SubjectRow(TableRow):
     subtopics: list[str]
 
 
-class SyllabusRow(TableRow):
+class SyllabusRow(DisciplineTableRow):
     table: ClassVar[str] = "syllabi"
     id_column: ClassVar[str] = "syllabus_id"
     parent_column: ClassVar[str | None] = "subject_id"
@@ -72,7 +63,7 @@ class SyllabusRow(TableRow):
     model: str
 
 
-class SessionRow(TableRow):
+class SessionRow(DisciplineTableRow):
     table: ClassVar[str] = "sessions"
     id_column: ClassVar[str] = "session_id"
     parent_column: ClassVar[str | None] = "syllabus_id"
@@ -88,7 +79,7 @@ class SessionRow(TableRow):
 QuestionKind = Literal["basic", "harder"]
 
 
-class QuestionRow(TableRow):
+class QuestionRow(DisciplineTableRow):
     """A homework question. Its parent is the latest session it covers."""
 
     table: ClassVar[str] = "questions"
@@ -106,7 +97,7 @@ class QuestionRow(TableRow):
     model: str
 
 
-class AnswerRow(TableRow):
+class AnswerRow(DisciplineTableRow):
     table: ClassVar[str] = "answers"
     id_column: ClassVar[str] = "answer_id"
     parent_column: ClassVar[str | None] = "question_id"
@@ -115,22 +106,6 @@ class AnswerRow(TableRow):
     discipline: str
     answer: str
     model: str
-
-
-class RejectRow(TableRow):
-    """An LLM output that could not be used, kept with its reason instead of dropped."""
-
-    table: ClassVar[str] = "rejects"
-    id_column: ClassVar[str] = "reject_id"
-    parent_column: ClassVar[str | None] = "parent_id"
-    reject_id: str
-    parent_id: str
-    discipline: str
-    asset: str  # the table whose partition the output was meant for
-    stage: str  # the LLM stage that produced it
-    reason: str
-    raw_output: str
-    attempts: int
 
 
 class ProposalRow(TableRow):
@@ -159,7 +134,13 @@ def _non_blank(items: list[str]) -> list[str]:
     return cleaned
 
 
-NonBlankList = Annotated[list[str], AfterValidator(_non_blank)]
+# The schema sent asks for non-blank items; parsing stays tolerant of blanks an endpoint
+# that ignores the schema writes (the validator drops them).
+NonBlankList = Annotated[
+    list[str],
+    AfterValidator(_non_blank),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "pattern": "\\S"}, "minItems": 1}),
+]
 
 
 # The aliases are key names small models write instead of the schema's; the schema sent to

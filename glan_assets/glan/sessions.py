@@ -8,17 +8,39 @@ outline did not have (benchmarks/bench_sessions.py).
 
 import dagster as dg
 
+from glan_assets import stages
+from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.glan.prompts import SESSIONS
+from glan_assets.glan.resources import GenerationSettings
+from glan_assets.glan.schemas import ClassSession, SessionList, SessionRow, SyllabusRow
 from glan_assets.ids import stable_id
-from glan_assets.partitions import discipline_partitions
-from glan_assets.prompts import SESSIONS, code_version
+from glan_assets.levels import Level, level_asset
 from glan_assets.results import store_partition
-from glan_assets.schemas import ClassSession, SessionList, SessionRow, SyllabusRow
-from glan_assets.syllabi import syllabi
-from resources.llm import LLMResource, Request
-from resources.settings import GenerationSettings
+from glan_assets.stages import Request, Stage
+from resources.llm import LLMResource, Sampling
 from resources.storage import DuckDBStore
 
 OUTLINE = "outline"  # `extracted_by` of sessions read from the syllabus text itself
+
+# Version 2: the schema sent asks for non-blank key concepts.
+EXTRACT = Stage("sessions", (SESSIONS,), Sampling(temperature=0.0, top_p=1.0, max_tokens=1536), SessionList, "2")
+
+LEVEL = Level(
+    "sessions",
+    SessionRow,
+    id_prefix="ses",
+    method="glan",
+    group="generation",
+    description="Class sessions with their key concepts (at most `sessions_max` per syllabus): "
+    "read from each syllabus outline, or extracted by the LLM where the syllabus has none.",
+    parent="syllabi",
+    stages=(EXTRACT,),
+    logic_version="2",  # outlines are read without a call
+    label="session",
+    lineage_columns={"session_index": "session_index", "title": "session_title"},
+    config=("settings.sessions_max",),
+    partitions_def=discipline_partitions,
+)
 
 
 def session_rows(
@@ -26,7 +48,7 @@ def session_rows(
 ) -> list[SessionRow]:
     return [
         SessionRow(
-            session_id=stable_id("ses", syllabus_id, i),
+            session_id=stable_id(LEVEL.id_prefix, syllabus_id, i),
             syllabus_id=syllabus_id,
             discipline=discipline,
             session_index=i,
@@ -44,16 +66,7 @@ def read_outline(syllabus: str) -> list[ClassSession]:
     return SessionList.model_validate(found).sessions if found else []
 
 
-@dg.asset(
-    partitions_def=discipline_partitions,
-    deps=[syllabi],
-    group_name="generation",
-    code_version=code_version(SESSIONS, parser="2"),
-    kinds={"openai", "duckdb"},
-    owners=["team:data"],
-    description="Class sessions with their key concepts (at most `sessions_max` per syllabus): "
-    "read from each syllabus outline, or extracted by the LLM where the syllabus has none.",
-)
+@level_asset(LEVEL)
 def sessions(
     context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBStore, settings: GenerationSettings
 ) -> dg.MaterializeResult:
@@ -68,9 +81,10 @@ def sessions(
             rows += session_rows(s.syllabus_id, discipline, outlined[:keep], OUTLINE)
         else:
             requests.append(Request(s.syllabus_id, SESSIONS.messages(syllabus=s.syllabus)))
-    batch = llm.generate_structured("sessions", requests, SessionList)
+    batch = stages.run(llm, EXTRACT, requests)
+    model = stages.model_of(llm, EXTRACT)
     for r in batch.replies:
         if r.ok:
-            rows += session_rows(r.request.item_id, discipline, r.value.sessions[:keep], llm.model_for("sessions"))
+            rows += session_rows(r.request.item_id, discipline, r.value.sessions[:keep], model)
     context.log.info(f"{len(rows)} sessions; {len(requests)} syllabi needed the LLM to extract them")
-    return store_partition(context, store, SessionRow, rows, {"sessions": batch.replies}, batch.stats)
+    return store_partition(context, store, LEVEL, rows, {EXTRACT.name: batch})

@@ -2,15 +2,33 @@
 
 import dagster as dg
 
+from glan_assets import stages
+from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.glan.prompts import SYLLABUS
+from glan_assets.glan.resources import GenerationSettings
+from glan_assets.glan.schemas import SubjectRow, SyllabusRow
 from glan_assets.ids import stable_id
-from glan_assets.partitions import discipline_partitions
-from glan_assets.prompts import SYLLABUS, code_version
+from glan_assets.levels import Level, level_asset
 from glan_assets.results import store_partition
-from glan_assets.schemas import SubjectRow, SyllabusRow
-from glan_assets.subjects import subjects
-from resources.llm import LLMResource, Request
-from resources.settings import GenerationSettings
+from glan_assets.stages import Request, Stage
+from resources.llm import LLMResource, Sampling
 from resources.storage import DuckDBStore
+
+WRITE = Stage("syllabus", (SYLLABUS,), Sampling(temperature=1.0, top_p=0.95, max_tokens=1536), None, "2", keeps_cut_lines=True)
+
+LEVEL = Level(
+    "syllabi",
+    SyllabusRow,
+    id_prefix="syl",
+    method="glan",
+    group="generation",
+    description="A syllabus per subject: class sessions with their key concepts, as free text.",
+    parent="subjects",
+    stages=(WRITE,),
+    label="syllabus",
+    config=("settings.sessions_min", "settings.sessions_max", "settings.key_concepts_per_session"),
+    partitions_def=discipline_partitions,
+)
 
 
 def syllabus_request(subject: SubjectRow, settings: GenerationSettings) -> Request:
@@ -28,31 +46,24 @@ def syllabus_request(subject: SubjectRow, settings: GenerationSettings) -> Reque
     )
 
 
-@dg.asset(
-    partitions_def=discipline_partitions,
-    deps=[subjects],
-    group_name="generation",
-    code_version=code_version(SYLLABUS),
-    kinds={"openai", "duckdb"},
-    owners=["team:data"],
-    description="A syllabus per subject: class sessions with their key concepts, as free text.",
-)
+@level_asset(LEVEL)
 def syllabi(
     context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBStore, settings: GenerationSettings
 ) -> dg.MaterializeResult:
     by_id = {s.subject_id: s for s in store.read(SubjectRow, context.partition_key)}
-    batch = llm.generate("syllabus", [syllabus_request(s, settings) for s in by_id.values()])
+    batch = stages.run(llm, WRITE, [syllabus_request(s, settings) for s in by_id.values()])
+    model = stages.model_of(llm, WRITE)
     rows = [
         SyllabusRow(
-            syllabus_id=stable_id("syl", r.request.item_id),
+            syllabus_id=stable_id(LEVEL.id_prefix, r.request.item_id),
             subject_id=r.request.item_id,
             discipline=context.partition_key,
             subject_name=by_id[r.request.item_id].subject_name,
             level=by_id[r.request.item_id].level,
             syllabus=r.text,
-            model=llm.model_for("syllabus"),
+            model=model,
         )
         for r in batch.replies
         if r.ok
     ]
-    return store_partition(context, store, SyllabusRow, rows, {"syllabus": batch.replies}, batch.stats)
+    return store_partition(context, store, LEVEL, rows, {WRITE.name: batch})

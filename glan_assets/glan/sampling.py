@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 
 from glan_assets.ids import content_hash
-from glan_assets.schemas import QuestionKind, SessionRow
+from glan_assets.glan.schemas import QuestionKind, SessionRow
 
 
 @dataclass(frozen=True)

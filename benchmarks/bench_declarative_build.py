@@ -1,0 +1,103 @@
+"""What `glan build` materializes after adding one discipline to a taxonomy of N, and how
+long a build with nothing to do takes (Python start-up included), against a local stub
+endpoint. Run by hand:
+
+    .venv/bin/python benchmarks/bench_declarative_build.py [N ...]   # default: 3 200
+
+Prints a table and writes benchmarks/results/declarative_build.json.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fake_llm import FakeLLM  # noqa: E402  (the stub the tests use: no model, fixed answers)
+
+ASSETS = ["fields", "disciplines", "subjects", "syllabi", "sessions", "questions", "answers", "training_set"]
+
+
+def taxonomy(n: int) -> str:
+    lines = ["fields:", "  - name: Sciences", "    sub_fields:", "      - name: All", "        disciplines:"]
+    return "\n".join(lines + [f"          - name: Discipline {i:04d}" for i in range(n)]) + "\n"
+
+
+def materializations(home: Path) -> Counter:
+    instance = dg.DagsterInstance.from_config(str(home))
+    counts: Counter = Counter()
+    for name in ASSETS:
+        cursor = None
+        while True:
+            result = instance.fetch_materializations(dg.AssetKey(name), limit=10_000, cursor=cursor)
+            counts[name] += len(result.records)
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    return counts
+
+
+def glan(env: dict, *args: str) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def runs(home: Path) -> int:
+    return len(dg.DagsterInstance.from_config(str(home)).get_runs())
+
+
+def measure(n: int, stub: FakeLLM) -> dict:
+    root = Path(tempfile.mkdtemp(prefix=f"glan-bench-{n}-"))
+    (root / "home").mkdir()
+    (root / "taxonomy.yaml").write_text(taxonomy(n))
+    (root / "datasets.yaml").write_text("datasets: []\n")  # GLAN alone: no demo datasets or collections
+    (root / "collections.yaml").write_text("collections: []\n")
+    env = {**os.environ, "DAGSTER_HOME": str(root / "home"), "GLAN_TAXONOMY": str(root / "taxonomy.yaml"),
+           "GLAN_DATASETS": str(root / "datasets.yaml"), "GLAN_COLLECTIONS": str(root / "collections.yaml"),
+           "GLAN_DB": str(root / "glan.duckdb"), "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "x"}
+    first = glan(env, "--until", "training_set")
+    before, runs_before = materializations(root / "home"), runs(root / "home")
+    (root / "taxonomy.yaml").write_text(taxonomy(n) + "          - name: Added Discipline\n")
+    calls = len(stub.requests)
+    add = glan(env, "--until", "training_set")
+    after = materializations(root / "home")
+    add_calls = len(stub.requests) - calls
+    noop_before = runs(root / "home")
+    noop = glan(env, "--until", "training_set")
+    return {
+        "disciplines": n,
+        "first_build_s": round(first, 1),
+        "add_one_s": round(add, 1),
+        "add_one_llm_calls": add_calls,
+        "add_one_materializations": dict(after - before),
+        "add_one_runs": noop_before - runs_before,
+        "noop_s": round(noop, 2),
+        "noop_runs": runs(root / "home") - noop_before,
+        "noop_materializations": sum((materializations(root / "home") - after).values()),
+    }
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [3, 200]
+    with FakeLLM() as stub:
+        results = [measure(n, stub) for n in sizes]
+    print(f"{'N':>5} {'first build':>12} {'add one':>8} {'calls':>6} {'runs':>5} {'materialized on add':<60} {'no-op':>7} {'runs':>5} {'mats':>5}")
+    for r in results:
+        print(f"{r['disciplines']:>5} {r['first_build_s']:>11}s {r['add_one_s']:>7}s {r['add_one_llm_calls']:>6} "
+              f"{r['add_one_runs']:>5} {json.dumps(r['add_one_materializations']):<60} {r['noop_s']:>6}s "
+              f"{r['noop_runs']:>5} {r['noop_materializations']:>5}")
+    out = Path(__file__).parent / "results" / "declarative_build.json"
+    out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d"), "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

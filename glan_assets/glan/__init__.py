@@ -1,0 +1,26 @@
+"""GLAN (Li et al., 2024): taxonomy -> subjects -> syllabi -> class sessions -> questions -> answers.
+
+`MODULES` lists the method's per-discipline levels in build order, one module each; adding a
+level is a module beside these and one line here.
+"""
+
+from glan_assets.glan import answers, disciplines, fields, questions, sessions, subjects, syllabi, taxonomy_proposals
+from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.methods import Method
+
+MODULES = [fields, disciplines, subjects, syllabi, sessions, questions, answers]
+LEVELS = [m.LEVEL for m in MODULES]
+
+METHOD = Method(
+    "glan",
+    tuple(LEVELS),
+    tuple(MODULES),
+    discipline_partitions,
+    wanted=lambda res: {name: node.fingerprint for name, node in res["settings"].taxonomy().disciplines.items()},
+    source_file=lambda res: res["settings"].taxonomy_path,
+    resource_keys=frozenset({"settings"}),
+    prunes=lambda res: res["settings"].sensor_prunes,
+)
+# Not built per discipline: asked for on demand (`glan taxonomy propose`).
+ON_DEMAND = [taxonomy_proposals]
+ON_DEMAND_LEVELS = [m.LEVEL for m in ON_DEMAND]

@@ -1,0 +1,81 @@
+"""A level, declared once: its table, ids, parent, LLM stages and checks, beside its asset.
+
+Everything that lists levels (lineage, checks, export, stage settings, the CLI's level
+names, the build order) derives from the declarations that `glan_assets.registry` collects.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from glan_assets.rows import TableRow
+from glan_assets.stages import Stage, code_version
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str  # the asset key and the table name
+    row_type: type[TableRow]
+    id_prefix: str  # ids of its rows start with `<prefix>_`; `glan lineage` looks them up here
+    method: str  # the subpackage that builds it: "glan", "training", ...
+    group: str  # the asset group in the UI
+    description: str
+    parent: str | None = None  # the level whose id the row's parent column holds
+    stages: tuple[Stage, ...] = ()
+    logic_version: str = "1"  # bump when the asset's own code changes what it writes
+    dedup_column: str | None = None  # text a partition should not repeat (duplicate_rate check)
+    label: str = ""  # what one row is called in `glan lineage` output
+    # column -> name in the method's lineage view (one row per leaf with every ancestor's text)
+    lineage_columns: dict[str, str] = field(default_factory=dict)
+    kinds: frozenset[str] = frozenset({"duckdb"})
+    partitions_def: dg.PartitionsDefinition | None = None
+    # Other levels this one reads besides its parent (their data change makes it stale).
+    extra_deps: tuple[str, ...] = ()
+    # On a method's last level: the view with one row per row of it and its ancestors' columns.
+    lineage_view: str = ""
+    # Records the taxonomy node's fingerprint, so an edited node makes it stale.
+    records_fingerprint: bool = False
+    # The settings its rows depend on besides its prompts, as "resource.field": a changed
+    # value makes it stale (its stages' models and sampling count without being named).
+    config: tuple[str, ...] = ()
+    # Other tables that may hold its ids (a pair curation left out is in training_removed).
+    other_row_types: tuple[type[TableRow], ...] = ()
+    # On a level the training set draws from: a SELECT over its table (or its method's lineage
+    # view) with the columns of a pair: source_id, group_name (the held-out split's group),
+    # task_id (what source caps count), instruction, response; optionally field_name,
+    # subject_name, turns. The rows' `source` is the level's method.
+    training_pairs: str = ""
+
+    def __post_init__(self) -> None:
+        if self.row_type.table != self.name:
+            raise ValueError(f"level {self.name!r}: its row type {self.row_type.__name__} writes {self.row_type.table!r}")
+
+    @property
+    def code_version(self) -> str:
+        return code_version(*self.stages, logic=self.logic_version)
+
+    @property
+    def deps(self) -> list[str]:
+        return [d for d in (self.parent, *self.extra_deps) if d]
+
+
+def level_asset(level: Level, **overrides: object) -> Callable:
+    """`@dg.asset` for a level's asset: name, partitions, upstream by key, code version, group."""
+    kinds = set(level.kinds) | ({"openai"} if level.stages else set())
+    return dg.asset(
+        **{
+            "name": level.name,
+            "partitions_def": level.partitions_def,
+            "deps": level.deps,
+            "group_name": level.group,
+            "code_version": level.code_version,
+            "kinds": kinds,
+            "owners": ["team:data"],
+            "description": level.description,
+            # LLM-calling levels share one Dagster pool, so an instance-wide limit
+            # (`dagster instance concurrency set llm N`) caps them across all runs.
+            "pool": "llm" if level.stages else None,
+            **overrides,
+        }
+    )

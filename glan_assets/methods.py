@@ -1,0 +1,51 @@
+"""A method (GLAN, Dynosaur, UIT) as the build sees it: its partitioned levels in build
+order, the partitions they share, and the file that says which partitions there should be.
+
+The build and each method's sensor plan with the same code (`glan_assets.plan`) over these.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+
+import dagster as dg
+
+from glan_assets.levels import Level
+
+
+# Dagster refuses these in a partition key; names are keys as written, so a file with one is refused.
+_FORBIDDEN_IN_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def partition_key_problem(name: str) -> str | None:
+    """Why a name cannot be a partition key, or None when it can."""
+    bad = [s for s in _FORBIDDEN_IN_KEYS if s in name]
+    if bad:
+        return f"contains {bad[0]!r}, which Dagster refuses in a partition key"
+    if name != name.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # "glan"; the CLI's filter option is `--<partition noun>`
+    levels: tuple[Level, ...]  # partitioned levels, in build order
+    modules: tuple[ModuleType, ...]  # the modules that define their assets
+    partitions: dg.DynamicPartitionsDefinition
+    # From the resources: partition key -> fingerprint of its entry in the method's file
+    # (a taxonomy node, a registry entry), in file order. Raises a clear error for a bad file.
+    wanted: Callable[[Mapping[str, dg.ConfigurableResource]], dict[str, str]]
+    source_file: Callable[[Mapping[str, dg.ConfigurableResource]], str]  # for messages
+    resource_keys: frozenset[str]  # what `wanted` reads
+    # The sensor deletes a partition that left the file only when this setting is true.
+    prunes: Callable[[Mapping[str, dg.ConfigurableResource]], bool] = lambda res: False
+
+    @property
+    def noun(self) -> str:
+        """What one partition is: "discipline", "dataset", "collection"."""
+        return self.partitions.name
+
+    @property
+    def partition_column(self) -> str:
+        return self.levels[0].row_type.partition_column

@@ -1,0 +1,272 @@
+"""All configuration, resolved once: the profile, then `GLAN_*` variables, into typed resources.
+
+`GLAN_PROFILE=paper` selects the GLAN paper's counts and sampling; the default `demo` profile
+is small enough to build on the embedded model in minutes. A field of a settings resource is
+set with `GLAN_<FIELD>` (for example `GLAN_QUESTIONS_PER_SYLLABUS=20`), a stage's model and
+sampling with `GLAN_<STAGE>_MODEL|TEMPERATURE|TOP_P|PRICE`. An unknown `GLAN_*` variable or
+profile is an error here, before anything runs. Nothing else reads the environment.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from glan_assets.checks import CheckThresholds
+from glan_assets.dynosaur.resources import DynosaurSettings
+from glan_assets.glan.resources import GenerationSettings
+from glan_assets.registry import LEVELS, stages
+from glan_assets.training.resources import TrainingSettings
+from glan_assets.uit.resources import UITSettings
+from resources.llm import LLMResource, Sampling
+from resources.storage import DuckDBStore
+
+
+@dataclass(frozen=True)
+class Profile:
+    counts: Mapping[str, int | float]  # GenerationSettings fields
+    heldout_per_discipline: int
+    max_tokens: int  # cap on every stage's max_tokens; 0: the stages' own
+    max_temperature: float  # cap on every stage's temperature; 0: none
+
+
+PROFILES = {
+    # Small enough for the embedded model in minutes. Measured on SmolLM2-135M
+    # (benchmarks/bench_sessions.py): with the syllabus prompt's worked example, sessions came
+    # out of 10 of 12 syllabi at temperature 1.0 and of 12 of 12 at 0.7.
+    "demo": Profile(
+        counts={
+            "subject_queries": 2,
+            "max_subjects_per_discipline": 2,
+            "sessions_min": 2,
+            "sessions_max": 3,
+            "key_concepts_per_session": 3,
+            "questions_per_syllabus": 2,
+            "harder_question_fraction": 0.5,
+        },
+        heldout_per_discipline=1,
+        max_tokens=256,
+        max_temperature=0.7,
+    ),
+    # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
+    # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
+    # holds out 50 pairs per discipline.
+    "paper": Profile(
+        counts={
+            "subject_queries": 10,
+            "max_subjects_per_discipline": 0,
+            "sessions_min": 10,
+            "sessions_max": 30,
+            "key_concepts_per_session": 5,
+            "questions_per_syllabus": 500,
+            "harder_question_fraction": 0.5,
+        },
+        heldout_per_discipline=50,
+        max_tokens=0,
+        max_temperature=0.0,
+    ),
+}
+
+# Read by name here; the embedded server's variables are read where the server starts.
+PLAIN_VARIABLES = {
+    "GLAN_PROFILE", "GLAN_TAXONOMY", "GLAN_DB", "GLAN_CACHE", "GLAN_MODEL", "GLAN_PRICE",
+    "GLAN_MAX_TOKENS", "GLAN_MAX_TEMPERATURE", "GLAN_MAX_CONCURRENCY", "GLAN_PARSE_ATTEMPTS",
+    "GLAN_STRUCTURED_OUTPUTS", "GLAN_REQUEST_TIMEOUT", "GLAN_MAX_RETRIES", "GLAN_SLOW_REQUEST",
+    "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS", "GLAN_COLLECTIONS", "GLAN_DATASETS",
+    "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
+    "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH",
+}
+# GLAN_STORAGE: the tables' backend; ducklake also needs GLAN_CATALOG_DSN and GLAN_DATA_PATH.
+STORAGE_BACKENDS = ("duckdb", "ducklake")
+STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE")
+
+
+class SettingsError(ValueError):
+    """The environment names an unknown profile or variable, or a value of the wrong type."""
+
+
+def _fields_from_env(
+    cls: type[dg.ConfigurableResource], env: Mapping[str, str], skip: set[str] = frozenset()
+) -> dict[str, object]:
+    """`GLAN_<FIELD>` for each scalar field of a settings resource, typed by the field."""
+    values: dict[str, object] = {}
+    for name, f in cls.model_fields.items():
+        var = f"GLAN_{name.upper()}"
+        if name in skip or var not in env or f.annotation not in (int, float, bool, str):
+            continue
+        raw = env[var]
+        try:
+            values[name] = raw not in ("0", "false", "no", "") if f.annotation is bool else f.annotation(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r}: expected {f.annotation.__name__}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: Mapping[str, str]
+    profile: Profile
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        name = env.get("GLAN_PROFILE", "demo")
+        if name not in PROFILES:
+            raise SettingsError(f"GLAN_PROFILE={name!r}: the profiles are {', '.join(PROFILES)}")
+        known = PLAIN_VARIABLES | {
+            f"GLAN_{field.upper()}"
+            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds)
+            for field in cls_.model_fields
+        }
+        known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in stages() for suffix in STAGE_SUFFIXES}
+        unknown = sorted(v for v in env if v.startswith("GLAN_") and v not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {', '.join(unknown)}; see the README's Configuration table for the "
+                "GLAN_* variables"
+            )
+        return cls(env, PROFILES[name])
+
+    @property
+    def db_path(self) -> Path:
+        """`GLAN_DB`: the DuckDB file; the cache and checkpoints default to its folder."""
+        return Path(self.env.get("GLAN_DB", "data/glan.duckdb"))
+
+    def store(self) -> DuckDBStore:
+        """`GLAN_STORAGE`: the DuckDB file `GLAN_DB` (`duckdb`, the default), or a DuckLake
+        catalog in the PostgreSQL database `GLAN_CATALOG_DSN` over Parquet files under
+        `GLAN_DATA_PATH` (`ducklake`), which many processes and machines write at once."""
+        backend = self.env.get("GLAN_STORAGE", "duckdb")
+        if backend not in STORAGE_BACKENDS:
+            raise SettingsError(f"GLAN_STORAGE={backend!r}: the storage backends are {', '.join(STORAGE_BACKENDS)}")
+        dsn, data_path = self.env.get("GLAN_CATALOG_DSN", ""), self.env.get("GLAN_DATA_PATH", "")
+        if backend == "ducklake" and not (dsn and data_path):
+            raise SettingsError(
+                "GLAN_STORAGE=ducklake needs GLAN_CATALOG_DSN (a PostgreSQL connection string, e.g. "
+                "'host=db port=5432 dbname=glan user=glan') and GLAN_DATA_PATH (a folder every writer sees, or s3://...)"
+            )
+        if re.search(r"(^|\s|[?&])password\s*=", dsn) or re.search(r"://[^/@]*:[^/@]*@", dsn):
+            # The DSN is resource config, which the UI shows and runs record; a password is not.
+            raise SettingsError("GLAN_CATALOG_DSN holds a password: put it in PGPASSWORD or ~/.pgpass instead")
+        return DuckDBStore(path=str(self.db_path), backend=backend, catalog_dsn=dsn, data_path=data_path)
+
+    def _number(self, var: str, default: float) -> float:
+        raw = self.env.get(var)
+        try:
+            return default if raw is None else float(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r}: expected a number") from None
+
+    def stage_sampling(self) -> dict[str, Sampling]:
+        """Each stage's defaults, capped by the profile, then its own variables."""
+        cap = int(self._number("GLAN_MAX_TOKENS", self.profile.max_tokens))
+        hottest = self._number("GLAN_MAX_TEMPERATURE", self.profile.max_temperature)
+        resolved = {}
+        for stage in stages():
+            default, var = stage.sampling, f"GLAN_{stage.name.upper()}"
+            price = self.env.get(f"{var}_PRICE", self.env.get("GLAN_PRICE", "0,0"))
+            try:
+                prompt_price, completion_price = (float(p) for p in price.split(","))
+            except ValueError:
+                raise SettingsError(f"{var}_PRICE / GLAN_PRICE={price!r}: expected 'prompt,completion' USD per million tokens") from None
+            temperature = min(default.temperature, hottest) if hottest else default.temperature
+            resolved[stage.name] = default.model_copy(
+                update={
+                    "model": self.env.get(f"{var}_MODEL", default.model),
+                    "temperature": self._number(f"{var}_TEMPERATURE", temperature),
+                    "top_p": self._number(f"{var}_TOP_P", default.top_p),
+                    "max_tokens": min(default.max_tokens, cap) if cap else default.max_tokens,
+                    "prompt_price": prompt_price,
+                    "completion_price": completion_price,
+                }
+            )
+        return resolved
+
+    def llm(self) -> LLMResource:
+        env = self.env
+        # An EnvVar keeps the key out of the run config that the UI and event log show.
+        api_key = dg.EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else ""
+        return LLMResource(
+            base_url=env.get("OPENAI_BASE_URL", ""),
+            api_key=api_key,
+            default_model=env.get("GLAN_MODEL", LLMResource.model_fields["default_model"].default),
+            max_concurrency=int(self._number("GLAN_MAX_CONCURRENCY", 16)),
+            request_timeout_s=self._number("GLAN_REQUEST_TIMEOUT", 300.0),
+            max_retries=int(self._number("GLAN_MAX_RETRIES", 6)),
+            slow_request_s=self._number("GLAN_SLOW_REQUEST", 60.0),
+            parse_attempts=int(self._number("GLAN_PARSE_ATTEMPTS", 3)),
+            structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
+            cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
+            stages=self.stage_sampling(),
+        )
+
+    def generation(self) -> GenerationSettings:
+        values = dict(self.profile.counts) | _fields_from_env(GenerationSettings, self.env, {"taxonomy_path"})
+        if "GLAN_TAXONOMY" in self.env:
+            values["taxonomy_path"] = self.env["GLAN_TAXONOMY"]
+        return GenerationSettings(**values)
+
+    def source_caps(self) -> dict[str, int]:
+        """`GLAN_SOURCE_CAPS`, e.g. `dynosaur=2000,uit=0`: per source, the most rows it gives
+        the training set per task (0: none); it replaces the default caps, and a source it
+        leaves out is not capped (an empty value caps none)."""
+        raw = self.env["GLAN_SOURCE_CAPS"]
+        sources = sorted({lv.method for lv in LEVELS if lv.training_pairs})
+        caps: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            name, sep, value = (x.strip() for x in item.partition("="))
+            if name not in sources:
+                raise SettingsError(f"GLAN_SOURCE_CAPS={raw!r}: unknown source {name!r}; the sources are {', '.join(sources)}")
+            try:
+                caps[name] = int(value) if sep else -1
+            except ValueError:
+                caps[name] = -1
+            if caps[name] < 0:
+                raise SettingsError(f"GLAN_SOURCE_CAPS={raw!r}: {item!r} is not source=N with N rows per task, 0 or more")
+        return caps
+
+    def training(self) -> TrainingSettings:
+        env = self.env
+        values: dict[str, object] = {
+            "heldout_per_discipline": self.profile.heldout_per_discipline,
+            "checkpoints": env.get("GLAN_CHECKPOINTS") or str(self.db_path.parent / "checkpoints"),
+        }
+        if env.get("GLAN_RECIPES"):
+            values["recipes"] = env["GLAN_RECIPES"]
+        if "GLAN_BENCHMARKS" in env:
+            raw = env["GLAN_BENCHMARKS"].replace(os.pathsep, ",")
+            values["benchmarks"] = [p.strip() for p in raw.split(",") if p.strip()]
+        if "GLAN_SOURCE_CAPS" in env:
+            values["source_caps"] = self.source_caps()
+        return TrainingSettings(**values | _fields_from_env(TrainingSettings, env, {"recipes", "checkpoints"}))
+
+    def uit(self) -> UITSettings:
+        values = _fields_from_env(UITSettings, self.env, {"collections_path"})
+        if "GLAN_COLLECTIONS" in self.env:
+            values["collections_path"] = self.env["GLAN_COLLECTIONS"]
+        return UITSettings(**values)
+
+    def dynosaur(self) -> DynosaurSettings:
+        values = _fields_from_env(DynosaurSettings, self.env, {"registry_path"})
+        if "GLAN_DATASETS" in self.env:
+            values["registry_path"] = self.env["GLAN_DATASETS"]
+        return DynosaurSettings(**values)
+
+    def resources(self) -> dict[str, dg.ConfigurableResource]:
+        return {
+            "llm": self.llm(),
+            "store": self.store(),
+            "settings": self.generation(),
+            "training": self.training(),
+            "uit": self.uit(),
+            "dynosaur": self.dynosaur(),
+            "check_thresholds": CheckThresholds(**_fields_from_env(CheckThresholds, self.env)),
+        }
+
+
+def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Every resource, from the environment (or `env`)."""
+    return Settings.from_env(env).resources()

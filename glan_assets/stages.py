@@ -1,0 +1,130 @@
+"""A stage is one kind of LLM call, as a value: its prompts, its output schema (none for
+free text), its default sampling and the version of its parser.
+
+`run` hands a stage's requests to the transport (`resources.llm`) and turns the replies
+into values: free text must not be empty or cut off; structured output is parsed tolerantly
+(`glan_assets.parsing`) and re-asked a bounded number of times; what still fails comes
+back as an error for the rejects table. Prompt and parser are versioned apart, so a parser
+fix re-parses cached responses without new calls.
+"""
+
+import asyncio
+from dataclasses import dataclass, field
+
+import openai
+from pydantic import BaseModel
+
+from glan_assets.parsing import TRUNCATED, Dropped, ParseError, example_echoes, parse_structured, schema_hint
+from glan_assets.prompting import Prompt
+from resources.llm import CallStats, EndpointUnreachable, LLMResource, LLMSession, Sampling
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # names its settings: GLAN_<NAME>_MODEL, _TEMPERATURE, _TOP_P, _PRICE
+    prompts: tuple[Prompt, ...]
+    sampling: Sampling  # the method's defaults (the paper's)
+    schema: type[BaseModel] | None = None  # structured output; None for free text
+    parser_version: str = "1"
+    # Free text cut off at max_tokens is a reject, unless it is a list the next level reads
+    # line by line (subjects, a syllabus): then it is kept up to its last complete line.
+    keeps_cut_lines: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    item_id: str  # the item the call is made for; a reject names it as its parent
+    messages: list[dict]
+    sample_index: int = 0
+
+
+@dataclass
+class Reply:
+    request: Request
+    text: str = ""
+    value: BaseModel | None = None
+    error: str | None = None  # why the output cannot be used; None when it can
+    attempts: int = 1
+    dropped: list[Dropped] = field(default_factory=list)  # listed items that did not validate
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Batch:
+    replies: list[Reply]
+    stats: CallStats = field(default_factory=CallStats)
+
+
+def code_version(*stages: Stage, logic: str = "1") -> str:
+    """An asset's code version: its own logic's version, then each stage's parser and prompts."""
+    parts = [f"p{logic}"]
+    for stage in stages:
+        if stage.parser_version != "1":
+            parts.append(f"s{stage.parser_version}")
+        parts += [p.version for p in stage.prompts]
+    return "-".join(parts)
+
+
+def run(llm: LLMResource, stage: Stage, requests: list[Request]) -> Batch:
+    """Every request's reply, in order, and the batch's call counts."""
+    return asyncio.run(_run(llm, stage, requests))
+
+
+async def _run(llm: LLMResource, stage: Stage, requests: list[Request]) -> Batch:
+    async with llm.session() as session:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_reply(session, llm, stage, r)) for r in requests]
+        except* EndpointUnreachable as group:
+            raise group.exceptions[0] from None
+        return Batch([t.result() for t in tasks], session.stats)
+
+
+async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: Request) -> Reply:
+    sampling = llm.sampling(stage.name, stage.sampling)
+    schema = (stage.schema.__name__, stage.schema.model_json_schema()) if stage.schema else None
+    structured = stage.schema is not None
+    attempts = llm.parse_attempts if structured else 1
+    echoes = example_echoes(request.messages) if structured else frozenset()
+    # A re-ask shows the model its own output. A prompt with a worked example points back to
+    # it: small models echo a JSON schema instead of following it.
+    shown = any(m["role"] == "assistant" for m in request.messages)
+    form = "in the form of the example above" if shown or not structured else f"matching this schema: {schema_hint(stage.schema)}"
+    messages, error, text = list(request.messages), "", ""
+    for attempt in range(1, attempts + 1):
+        # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
+        asked = sampling if attempt == 1 else sampling.model_copy(update={"temperature": max(sampling.temperature, 0.8)})
+        try:
+            done = await session.complete(session.body(messages, asked, request.sample_index, schema), asked)
+        except openai.APITimeoutError:
+            return Reply(request, error=f"timed out after {llm.max_retries} retries", attempts=attempt)
+        except openai.APIStatusError as exc:
+            return Reply(request, error=f"endpoint answered {exc.status_code}: {exc.message}", attempts=attempt)
+        text = done.text
+        if not structured:
+            if done.finish_reason == "length":
+                complete = text.rsplit("\n", 1)[0] if stage.keeps_cut_lines and "\n" in text else ""
+                if not complete.strip():
+                    return Reply(request, text=text, error=TRUNCATED, attempts=attempt)
+                text = complete
+            if text.strip():
+                return Reply(request, text=text.strip(), attempts=attempt)
+            return Reply(request, text=text, error="empty completion", attempts=attempt)
+        try:
+            parsed = parse_structured(text, stage.schema, echoes, truncated=done.finish_reason == "length")
+            return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
+        except ParseError as exc:
+            error = str(exc)
+        messages = [
+            *request.messages,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
+        ]
+    return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)
+
+
+def model_of(llm: LLMResource, stage: Stage) -> str:
+    """The model that answers the stage's requests, as rows record it."""
+    return llm.model_for(llm.sampling(stage.name, stage.sampling))
