@@ -31,7 +31,7 @@ from glan_assets.plan import (
     plan_partitions,
     training_set_reason,
 )
-from glan_assets.registry import LEVELS, METHODS
+from glan_assets.registry import METHODS, level
 from glan_assets.sensors import partition_changes
 from glan_assets.settings import resources_from_env
 from glan_assets.training.partitions import recipe_partitions
@@ -142,25 +142,27 @@ def plan_build(
     prune: bool = False,
     until: str = BUILD_ORDER[-1],
     recipe: tuple[str, object] | None = None,
+    wanted: dict[str, dict[str, str]] | None = None,
 ) -> BuildPlan:
     """Register partitions, then decide what to build: per partition of each method, the
     first missing or stale level and everything below it (up to `until`), then the training
     assets whose inputs moved. `only` maps a method's partition noun ("discipline") to the
-    keys to consider; `force` rebuilds those (all when none are named)."""
-    only = only or {}
+    keys to consider; `force` rebuilds those (all when none are named). `wanted` (method
+    name -> its file's partitions) spares reading the files again when the caller has."""
+    only, wanted = only or {}, wanted or {}
     history = History.read(instance, [lv.name for m in METHODS for lv in m.levels] + TRAINING)
     methods = []
     for method in METHODS:
-        wanted = method.wanted(resources)
-        added, removed = sync_partitions(instance, method, list(wanted), resources["store"], prune)
+        entries = wanted[method.name] if method.name in wanted else method.wanted(resources)
+        added, removed = sync_partitions(instance, method, list(entries), resources["store"], prune)
         if any(only.values()) and not only.get(method.noun):
             continue  # another method's partitions were named
-        keys = list(only.get(method.noun) or wanted)
+        keys = list(only.get(method.noun) or entries)
         names = [lv.name for lv in method.levels]
         levels = list(method.levels) if until not in names else list(method.levels[: names.index(until) + 1])
         if until not in TRAINING and until not in names:
             continue  # `until` names another method's level
-        plans = plan_partitions(levels, keys, history, wanted, force=keys if force else (), resources=resources)
+        plans = plan_partitions(levels, keys, history, entries, force=keys if force else (), resources=resources)
         methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
     changed = any(m.partitions or (m.removed and prune) for m in methods)
     return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed))
@@ -179,7 +181,7 @@ def training_steps(
         return []
     steps = []
     training_level = training.LEVELS[0]
-    sources = [lv for lv in LEVELS if lv.name in training_level.deps]
+    sources = [level(name) for name in training_level.deps]
     reason = training_set_reason(instance, training_level, sources, history)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))

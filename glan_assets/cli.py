@@ -192,26 +192,29 @@ def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run:
     method's file (the taxonomy, ...) through the training set and the recipe's checkpoint."""
     res = _resources()
     only = {noun.removeprefix("only_"): keys for noun, keys in only.items()}
+    wanted: dict[str, dict[str, str]] = {}
     try:
         recipe_spec = res["training"].recipe(recipe)
         for method in METHODS:
-            wanted = method.wanted(res)
-            click.echo(f"{method.name}: {method.source_file(res)}, {len(wanted)} {method.noun}s")
-            if unknown := [k for k in only.get(method.noun, ()) if k not in wanted]:
+            wanted[method.name] = method.wanted(res)
+            click.echo(f"{method.name}: {method.source_file(res)}, {len(wanted[method.name])} {method.noun}s")
+            if unknown := [k for k in only.get(method.noun, ()) if k not in wanted[method.name]]:
                 _fail(f"not in {method.source_file(res)}: {', '.join(unknown)}")
     except (TaxonomyError, KeyError, ValueError) as exc:
         _fail(_message(exc))
     instance = _instance()
     with _one_build_at_a_time(Path(os.environ["DAGSTER_HOME"])):
-        _build(instance, res, only, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune, verbose)
+        _build(instance, res, only, wanted, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune,
+               verbose)
 
 
-def _build(instance: dg.DagsterInstance, res: dict, only: dict, workers: int, keep_server: bool, until: str,
-           recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool) -> None:
+def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, workers: int, keep_server: bool,
+           until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool) -> None:
     store, llm = res["store"], res["llm"]
     if orphaned := _fail_orphaned_runs(instance):
         click.echo(f"marked {orphaned} run(s) of killed builds as failed")
-    plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe)
+    plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe,
+                      wanted=wanted)
     for line in _describe(plan):
         click.echo(f"  {line}")
     if dry_run or not (plan.partitions or plan.training):
