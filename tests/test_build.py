@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from glan_assets.build import LevelProgress, PartitionSummary, build
 from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from glan_assets.lineage import chain
+from glan_assets.workers import worker_pool
 from resources.storage import DuckDBStore
 
 
@@ -97,7 +99,8 @@ def test_sessions_past_the_number_asked_for_are_not_kept(project, fake_llm, monk
     assert sorted(s.session_index for s in sessions) == [1, 1]  # one per syllabus, the first
 
 
-# A parent that starts a pool as `glan build` does, prints its workers' pids, and waits.
+# A parent that starts a pool as `glan build` does, prints its workers' pids, and waits. A
+# script file, not `-c`: the fork server imports the main module to find `pid_after`.
 POOL_PARENT = """
 import os, time
 from glan_assets.workers import worker_pool
@@ -106,13 +109,45 @@ def pid_after(seconds):
     time.sleep(seconds)
     return os.getpid()
 
-pool = worker_pool(2)
-pids = set()
-while len(pids) < 2:
-    pids |= set(pool.map(pid_after, [0.2, 0.2]))
-print(*pids, flush=True)
-time.sleep(600)
+if __name__ == "__main__":
+    pool = worker_pool(2)
+    pids = set()
+    while len(pids) < 2:
+        pids |= set(pool.map(pid_after, [0.2, 0.2]))
+    print(*pids, flush=True)
+    time.sleep(600)
 """
+
+
+# Held by a thread of the test while a worker starts; taken by the worker.
+LOCK = threading.Lock()
+
+
+def take_lock(timeout_s: float) -> bool:
+    return LOCK.acquire(timeout=timeout_s)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_starts_while_another_thread_holds_a_lock():
+    """`glan build` starts its run processes from several threads while others read the
+    Dagster instance. A worker forked then inherited a lock another thread held (SQLite's)
+    and waited for it forever: a build of 200 disciplines hung after 11 runs."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with LOCK:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        with worker_pool(1) as pool:
+            assert pool.submit(take_lock, 5).result(timeout=30), "the worker inherited the held lock"
+    finally:
+        release.set()
+        holder.join()
 
 
 def running(pid: int) -> bool:
@@ -126,8 +161,9 @@ def running(pid: int) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 @pytest.mark.timeout(60)
-def test_pool_workers_die_with_a_killed_parent():
-    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT], stdout=subprocess.PIPE, text=True)
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    (tmp_path / "parent.py").write_text(POOL_PARENT)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE, text=True)
     workers: list[int] = []
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
