@@ -320,7 +320,10 @@ def watching(
         thread.join()
 
 
-def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
+def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict) -> PartitionSummary:
+    # A fork server's worker has the environment the server started with, not the caller's now.
+    os.environ.clear()
+    os.environ.update(env)
     return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose)
 
 
@@ -329,7 +332,7 @@ def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build
     start = time.monotonic()
     with worker_pool(1, preload=[__name__]) as pool:
         try:
-            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose).result()
+            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(os.environ)).result()
         except BrokenProcessPool:
             return PartitionSummary(plan.key, False, time.monotonic() - start, "",
                                     error="the run's process died (killed?); `glan build` again resumes it")

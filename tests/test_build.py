@@ -8,9 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from glan_assets.build import LevelProgress, PartitionSummary, build
+from glan_assets.build import LevelProgress, PartitionSummary, build, plan_build
 from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from glan_assets.lineage import chain
 from glan_assets.workers import worker_pool
@@ -148,6 +149,27 @@ def test_a_worker_starts_while_another_thread_holds_a_lock():
     finally:
         release.set()
         holder.join()
+
+
+@pytest.mark.timeout(180)
+def test_runs_in_worker_processes_read_the_callers_settings(project, monkeypatch, tmp_path):
+    """A fork server's workers start with the environment the server started with. Runs in
+    them read the settings the caller has now: an in-process caller may change them."""
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    with monkeypatch.context() as m:
+        m.setenv("GLAN_DB", str(elsewhere))
+        with worker_pool(1, preload=["glan_assets.build"]) as pool:  # starts the fork server if none runs
+            pool.submit(os.getpid).result()
+    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance = dg.DagsterInstance.from_config(str(project.dagster_home))  # workers open it from its ref
+    try:
+        summaries = build(instance, plan_build(instance, project.resources(), until="answers").partitions, workers=2)
+    finally:
+        instance.dispose()
+
+    assert [s.success for s in summaries] == [True, True], [s.error for s in summaries]
+    assert {a.discipline for a in DuckDBStore(path=str(project.db)).read(AnswerRow)} == {"Physics", "Astronomy"}
+    assert not elsewhere.exists()
 
 
 def running(pid: int) -> bool:
