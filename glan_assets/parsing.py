@@ -26,6 +26,10 @@ class ParseError(ValueError):
     """The text holds nothing the schema accepts; the message says why."""
 
 
+class ExampleCopied(ParseError):
+    """Every item repeats the prompt's worked example rather than drawing on the input."""
+
+
 @dataclass(frozen=True)
 class Dropped:
     """One item of a listed output that did not validate."""
@@ -177,7 +181,7 @@ def _keep_valid_items(
         else:
             kept.append(valid)
     if not kept and dropped and copies == len(dropped) - truncated:
-        raise ParseError(f"every item repeats the worked example: {dropped[-1].reason}")
+        raise ExampleCopied(f"every item repeats the worked example: {dropped[-1].reason}")
     if not kept and truncated:
         raise ParseError(TRUNCATED)
     # With no valid item, validate the whole so the error says what was wrong.
@@ -191,7 +195,7 @@ def parse_structured(
     when the reply was cut off (`truncated`), so is its last item."""
     if not text or not text.strip():
         raise ParseError("empty completion")
-    errors: list[str] = []
+    errors: list[ParseError] = []
     candidates = _candidates(text)
     # A schema with a plain-text form tries it last; it answers None when the text has none.
     if (plain := getattr(schema, "from_plain_text", None)) and (value := plain(text)) is not None:
@@ -201,12 +205,12 @@ def parse_structured(
             value, dropped = _keep_valid_items(_wrap(candidate, schema), schema, echoes, truncated)
             return Parsed(schema.model_validate(value), dropped)
         except ValidationError as exc:
-            errors.append(f"JSON does not match {schema.__name__}: {_first_error(exc)}")
+            errors.append(ParseError(f"JSON does not match {schema.__name__}: {_first_error(exc)}"))
         except ParseError as exc:
-            errors.append(str(exc))
+            errors.append(exc)
     if not errors:
         raise ParseError("no JSON found in completion")
-    raise ParseError(errors[0])
+    raise errors[0]
 
 
 def schema_hint(schema: type[BaseModel]) -> str:

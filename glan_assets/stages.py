@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import openai
 from pydantic import BaseModel
 
-from glan_assets.parsing import TRUNCATED, Dropped, ParseError, example_echoes, parse_structured, schema_hint
+from glan_assets.parsing import (
+    TRUNCATED,
+    Dropped,
+    ExampleCopied,
+    ParseError,
+    example_echoes,
+    parse_structured,
+    schema_hint,
+)
 from glan_assets.prompting import Prompt
 from resources.llm import CallStats, EndpointUnreachable, LLMResource, LLMSession, Sampling
 
@@ -115,6 +123,14 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
         try:
             parsed = parse_structured(text, stage.schema, echoes, truncated=done.finish_reason == "length")
             return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
+        except ExampleCopied as exc:
+            error = str(exc)
+            # Shown the example (or its copy) again, a small model copies it again: the embedded
+            # model did so on all 3 attempts for a thin subject list. Asked without it, it has
+            # only the input to draw on; the schema, constrained or stated, gives the form.
+            hint = f"Reply with only the JSON, matching this schema: {schema_hint(stage.schema)}"
+            messages = without_examples(request.messages, hint)
+            continue
         except ParseError as exc:
             error = str(exc)
         messages = [
@@ -123,6 +139,12 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
         ]
     return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)
+
+
+def without_examples(messages: list[dict], note: str) -> list[dict]:
+    """The request without its worked-example turns, with `note` added to its last message."""
+    *head, last = messages
+    return [*(m for m in head if m["role"] == "system"), {**last, "content": f"{last['content']}\n\n{note}"}]
 
 
 def model_of(llm: LLMResource, stage: Stage) -> str:

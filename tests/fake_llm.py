@@ -95,6 +95,7 @@ class FakeLLM:
         self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
         self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
         self.broken_items = False  # one listed subject breaks the schema (no subtopics)
+        self.copy_examples = False  # answer a request showing a worked example with a copy of it
         self.completed: list[dict] = []  # requests whose response was fully sent
         self.lock = threading.Lock()
         fake = self
@@ -111,7 +112,13 @@ class FakeLLM:
                 prompt = body["messages"][-1]["content"]
                 shown = "\n".join(m["content"] for m in body["messages"])
                 garbage = fake.garbage_for and fake.garbage_for in shown
-                text = "I cannot do JSON, sorry." if garbage else _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
+                shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
+                if garbage:
+                    text = "I cannot do JSON, sorry."
+                elif fake.copy_examples and shots:
+                    text = shots[0]
+                else:
+                    text = _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
                 time.sleep(fake.delay_s)
                 self._send(200, completion(body, text, prompt_tokens=len(prompt.split())))
                 with fake.lock:

@@ -7,9 +7,11 @@ import pytest
 
 from glan_assets import stages
 from glan_assets.glan.answers import RESPOND
+from glan_assets.glan.prompts import SUBJECTS_FORMAT
 from glan_assets.glan.questions import ASK as QUESTION
 from glan_assets.glan.schemas import SessionRow, SubjectRow, SyllabusRow
 from glan_assets.glan.sessions import EXTRACT
+from glan_assets.glan.subjects import FORMAT
 from glan_assets.glan.syllabi import WRITE
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError
@@ -79,6 +81,23 @@ def test_a_broken_item_of_a_list_is_a_reject_and_its_siblings_are_kept(project, 
     rejects = [r for r in store.read(RejectRow, "Physics") if r.stage == "subjects_format"]
     assert rejects and all(r.reason.startswith("item 3 dropped:") and "subtopics" in r.reason for r in rejects)
     assert all('"Physics Lab"' in r.raw_output for r in rejects)
+
+
+def test_a_reply_that_copies_the_worked_example_is_asked_again_without_it(project, fake_llm):
+    """Given a thin subject list, the embedded model copied the prompt's worked example on every
+    attempt, and the discipline failed; asked without the example, it has only the input."""
+    fake_llm.copy_examples = True
+    llm = llm_from_env(project.env)
+    request = Request("dsc_1", SUBJECTS_FORMAT.messages(text="Subjects of Optics: lenses; mirrors."))
+
+    (reply,) = stages.run(llm, FORMAT, [request]).replies
+
+    assert reply.ok, reply.error
+    assert [s.subject_name for s in reply.value.subjects] == ["Introduction to Optics", "Advanced Optics", "Optics Lab"]
+    first, second = fake_llm.requests
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user"]  # the example, once
+    assert [m["role"] for m in second["messages"]] == ["system", "user"]
+    assert "matching this schema" in second["messages"][-1]["content"]
 
 
 def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, fake_llm):
