@@ -216,6 +216,9 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
+CREATION_WAIT_S = 5.0  # how long a file another process is creating may lack its headers
+
+
 class DuckDBStore(dg.ConfigurableResource):
     """The storage that holds every level's table: the DuckDB file `path` (`GLAN_DB`), or with
     `backend="ducklake"` a DuckLake catalog in PostgreSQL (`catalog_dsn`) over Parquet files
@@ -252,12 +255,19 @@ class DuckDBStore(dg.ConfigurableResource):
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
+        # Runs starting at once on a new database race to create the file; for a moment it
+        # exists without DuckDB's headers. Past this, an invalid file is an error.
+        created_by = time.monotonic() + CREATION_WAIT_S
         delay = 0.05
         while True:
             try:
                 con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:
+                incomplete = "not a valid DuckDB database file" in str(exc) or "Could not read enough bytes" in str(exc)
+                if incomplete and time.monotonic() < created_by:
+                    time.sleep(0.05)
+                    continue
                 if "version number" in str(exc):
                     raise RuntimeError(
                         f"{self.path} was written by another DuckDB version ({str(exc).split(': ', 1)[-1]}); "

@@ -1,6 +1,8 @@
 """Storage avoids the stock IO manager's faults, on the DuckDB file and on DuckLake."""
 
 import multiprocessing
+import os
+import threading
 from typing import ClassVar
 
 import dagster as dg
@@ -11,6 +13,7 @@ from glan_assets.glan import sessions
 from glan_assets.glan.schemas import SessionRow
 from glan_assets.results import store_partition
 from glan_assets.rows import RejectRow, TableRow
+from resources import storage
 from resources.storage import DuckDBStore, Slice
 
 
@@ -131,6 +134,27 @@ def _open_in_other_process(path: str, queue) -> None:
     con = duckdb.connect(path)
     queue.put(con.execute("SELECT count(*) FROM sessions").fetchone()[0])
     con.close()
+
+
+def test_a_new_database_another_process_is_creating_is_waited_for(file_store, tmp_path):
+    """Runs starting at once on a new database race to create its file: one found it without
+    DuckDB's headers yet and failed ("not a valid DuckDB database file")."""
+    whole = DuckDBStore(path=str(tmp_path / "whole.duckdb"))
+    replace_partition(whole, "Physics", [session(1)])
+    (tmp_path / "glan.duckdb").write_bytes(b"")  # created, its headers not written yet
+    done = threading.Timer(0.5, os.replace, (whole.path, file_store.path))
+    done.start()
+    try:
+        assert [s.session_id for s in file_store.read(SessionRow)] == ["ses_1"]
+    finally:
+        done.join()
+
+
+def test_a_file_that_is_not_a_database_is_an_error(file_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "CREATION_WAIT_S", 0.2)
+    (tmp_path / "glan.duckdb").write_text("notes, not a database\n" * 1000)
+    with pytest.raises(duckdb.IOException, match="not a valid DuckDB database file"):
+        file_store.read(SessionRow)
 
 
 def test_the_file_is_released_after_an_error(file_store):
