@@ -6,7 +6,7 @@ the converted-model cache removed (as on a fresh machine). Run by hand from the 
 `make demo` includes `make setup`, which is quick once .venv exists; its time is measured apart
 and reported beside the build's. Prints a line per run and writes benchmarks/results/demo_runs.json
 after each, with its exit code, times, its summary's last lines, any leak noise at exit and
-the path of its whole output.
+the path of its whole output (its rejects beside it).
 """
 
 import json
@@ -39,6 +39,9 @@ def main() -> None:
         setup_s, setup_rc, _ = timed("make", "setup")
         total_s, rc, output = timed("make", "demo")  # setup again (nothing to do), then the build
         (logs / f"run{i + 1}.log").write_text(output)
+        # The next run's `make clean` removes the database: keep what was rejected, and why.
+        rejects = subprocess.run([str(ROOT / ".venv" / "bin" / "glan"), "rejects"], cwd=ROOT, capture_output=True, text=True)
+        (logs / f"run{i + 1}-rejects.txt").write_text(rejects.stdout + rejects.stderr)
         lines = output.strip().splitlines()
         results.append({
             "run": i + 1,
