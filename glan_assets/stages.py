@@ -99,7 +99,8 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
     # A re-ask shows the model its own output. A prompt with a worked example points back to
     # it: small models echo a JSON schema instead of following it.
     shown = any(m["role"] == "assistant" for m in request.messages)
-    form = "in the form of the example above" if shown or not structured else f"matching this schema: {schema_hint(stage.schema)}"
+    stated = f"matching this schema: {schema_hint(stage.schema)}" if structured else ""
+    form = "in the form of the example above" if shown or not structured else stated
     messages, error, text = list(request.messages), "", ""
     for attempt in range(1, attempts + 1):
         # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
@@ -128,8 +129,7 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             # Shown the example (or its copy) again, a small model copies it again: the embedded
             # model did so on all 3 attempts for a thin subject list. Asked without it, it has
             # only the input to draw on; the schema, constrained or stated, gives the form.
-            hint = f"Reply with only the JSON, matching this schema: {schema_hint(stage.schema)}"
-            messages = without_examples(request.messages, hint)
+            messages = without_examples(request.messages, f"Reply with only the JSON, {stated}")
             continue
         except ParseError as exc:
             error = str(exc)
