@@ -73,6 +73,28 @@ def test_a_commit_conflict_is_retried_not_raised(store, monkeypatch, caplog):
     assert any("DuckLake commit conflict writing sessions; retry 1" in r.getMessage() for r in caplog.records)
 
 
+def test_a_table_another_writer_created_two_commits_later_is_not_created_twice(store, monkeypatch):
+    """The extension's own commit retry misses a table created two or more snapshots after the
+    transaction began (fixed upstream in duckdb/ducklake cb30c0d, after the 1.4.4 build): both
+    commits kept their `sessions`, and the first writer's rows vanished behind the second."""
+    ensure_table, raced = DuckDBStore._ensure_table, threading.Event()
+
+    def racing(self, con, row_type):
+        ensure_table(self, con, row_type)
+        if not raced.is_set():  # two commits land while this transaction holds its new table
+            raced.set()
+            store.replace([Slice(RejectRow, [reject()], where={"partition_key": "Physics"})])
+            replace_partition(store, "Astronomy", [session(2, "Astronomy")])
+
+    monkeypatch.setattr(DuckDBStore, "_ensure_table", racing)
+    replace_partition(store, "Physics", [session(1)])
+
+    assert [s.discipline for s in store.read(SessionRow)] == ["Physics", "Astronomy"]
+    live = store.query(f"SELECT count(*) AS n FROM __ducklake_metadata_{storage.LAKE}.ducklake_table "
+                       "WHERE table_name = 'sessions' AND end_snapshot IS NULL")
+    assert live == [{"n": 1}]
+
+
 def test_an_unknown_backend_is_a_settings_error():
     from glan_assets.settings import SettingsError, resources_from_env
 
