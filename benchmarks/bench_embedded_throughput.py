@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from glan_assets.registry import METHODS  # noqa: E402
 from resources import embedded  # noqa: E402
+from resources.llm import CACHE_KEY_ONLY  # noqa: E402
 
 
 def recorded(instance: dg.DagsterInstance, key: str) -> int:
@@ -84,8 +85,8 @@ def main() -> None:
         with sqlite3.connect(root / "llm_cache.sqlite") as con:
             requests = [json.loads(r) for (r,) in con.execute("SELECT request FROM responses ORDER BY created_at")]
         for body in requests:
-            body.pop("sample_index")  # part of the cache key, not of the request
-            body.pop("model")
+            for key in (*CACHE_KEY_ONLY, "model"):  # the cache key's, not the request's
+                body.pop(key, None)
         plain = []
         for c in concurrencies:
             took, tokens, failed = asyncio.run(replay(server.base_url, server.model, requests, c))

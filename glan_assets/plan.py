@@ -117,7 +117,7 @@ class History:
 
 def config_version(level: Level, resources: Mapping[str, object]) -> str:
     """A hash of the settings a level's rows depend on: its declared `config` fields, and
-    each stage's model and sampling (prices aside) and, for structured output, its attempts."""
+    each stage's model, sampling (prices aside) and attempts."""
     values: dict[str, object] = {}
     for name in level.config:
         resource, field_name = name.split(".", 1)
@@ -126,7 +126,7 @@ def config_version(level: Level, resources: Mapping[str, object]) -> str:
         llm = resources["llm"]
         sampling = llm.sampling(stage.name, stage.sampling)
         values[stage.name] = [llm.model_for(sampling), sampling.temperature, sampling.top_p, sampling.max_tokens,
-                              llm.parse_attempts if stage.schema else None, llm.structured_outputs]
+                              llm.parse_attempts, llm.structured_outputs]
     return content_hash(values)[:16]
 
 

@@ -94,7 +94,7 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
     sampling = llm.sampling(stage.name, stage.sampling)
     schema = (stage.schema.__name__, stage.schema.model_json_schema()) if stage.schema else None
     structured = stage.schema is not None
-    attempts = llm.parse_attempts if structured else 1
+    attempts = llm.parse_attempts
     echoes = example_echoes(request.messages) if structured else frozenset()
     # A re-ask shows the model its own output. A prompt with a worked example points back to
     # it: small models echo a JSON schema instead of following it.
@@ -106,7 +106,11 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
         # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
         asked = sampling if attempt == 1 else sampling.model_copy(update={"temperature": max(sampling.temperature, 0.8)})
         try:
-            done = await session.complete(session.body(messages, asked, request.sample_index, schema), asked)
+            done = await session.complete(
+                # A re-ask of structured output carries the reply it corrects, so it keys itself.
+                session.body(messages, asked, request.sample_index, schema, resample=0 if structured else attempt - 1),
+                asked,
+            )
         except openai.APITimeoutError:
             return Reply(request, error=f"timed out after {llm.max_retries} retries", attempts=attempt)
         except openai.APIStatusError as exc:
@@ -115,12 +119,16 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
         if not structured:
             if done.finish_reason == "length":
                 complete = text.rsplit("\n", 1)[0] if stage.keeps_cut_lines and "\n" in text else ""
-                if not complete.strip():
-                    return Reply(request, text=text, error=TRUNCATED, attempts=attempt)
-                text = complete
-            if text.strip():
+                if complete.strip():
+                    return Reply(request, text=complete.strip(), attempts=attempt)
+                # A small model that rambles past max_tokens (most of the demo's rejects) often
+                # ends in time on another sample; the same messages again, sampled anew.
+                error = TRUNCATED
+            elif text.strip():
                 return Reply(request, text=text.strip(), attempts=attempt)
-            return Reply(request, text=text, error="empty completion", attempts=attempt)
+            else:
+                error = "empty completion"
+            continue
         try:
             parsed = parse_structured(text, stage.schema, echoes, truncated=done.finish_reason == "length")
             return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
@@ -138,6 +146,8 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             {"role": "assistant", "content": text},
             {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
         ]
+    if not structured:
+        return Reply(request, text=text, error=error, attempts=attempts)
     return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)
 
 

@@ -23,6 +23,10 @@ import openai
 from resources.cache import ResponseCache, cache_key
 
 
+# Body fields that key the cache but are not sent: which sample of the same messages it is.
+CACHE_KEY_ONLY = frozenset({"sample_index", "resample"})
+
+
 class EndpointUnreachable(RuntimeError):
     """The endpoint did not answer; nothing was written."""
 
@@ -73,7 +77,8 @@ class LLMResource(dg.ConfigurableResource):
     request_timeout_s: float = 300.0
     max_retries: int = 6
     slow_request_s: float = 60.0  # a request waiting longer is reported (once) while it waits
-    # Attempts per structured output before it is a reject; read by the stages.
+    # Attempts per output before it is a reject (a structured reply that does not parse, a
+    # free-text one cut off at max_tokens or empty); read by the stages.
     parse_attempts: int = 3
     structured_outputs: bool = True
     cache_path: str = "data/llm_cache.sqlite"
@@ -144,9 +149,15 @@ class LLMSession:
         return client
 
     def body(
-        self, messages: list[dict], sampling: Sampling, sample_index: int, schema: tuple[str, dict] | None
+        self,
+        messages: list[dict],
+        sampling: Sampling,
+        sample_index: int,
+        schema: tuple[str, dict] | None,
+        resample: int = 0,
     ) -> dict:
-        """The request as cached: everything that shapes the answer."""
+        """The request as cached: everything that shapes the answer. `sample_index` and
+        `resample` (the same messages asked again after an unusable reply) only key the cache."""
         body = {
             "model": self.llm.model_for(sampling),
             "messages": messages,
@@ -155,6 +166,8 @@ class LLMSession:
             "max_tokens": sampling.max_tokens,
             "sample_index": sample_index,
         }
+        if resample:  # absent on a first ask, so the keys cached before it existed still match
+            body["resample"] = resample
         if schema is not None and self.llm.structured_outputs:
             name, json_schema = schema
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}
@@ -168,7 +181,7 @@ class LLMSession:
             self.stats.cache_hits += 1
             return Completion(cached["text"], cached.get("finish_reason") or "stop")
         client = await self.client()
-        sent = {k: v for k, v in body.items() if k != "sample_index"}
+        sent = {k: v for k, v in body.items() if k not in CACHE_KEY_ONLY}
         if self._served_model:
             sent["model"] = self._served_model
         async with self.sem:

@@ -96,6 +96,7 @@ class FakeLLM:
         self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
         self.broken_items = False  # one listed subject breaks the schema (no subtopics)
         self.copy_examples = False  # answer a request showing a worked example with a copy of it
+        self.cut_off = 0  # this many replies, first come, are cut off at max_tokens
         self.completed: list[dict] = []  # requests whose response was fully sent
         self.lock = threading.Lock()
         fake = self
@@ -105,6 +106,8 @@ class FakeLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
                     failure = fake.fail_next.pop(0) if fake.fail_next else None
+                    cut = fake.cut_off > 0 and not failure
+                    fake.cut_off -= cut
                     fake.requests.append(body | {"authorization": self.headers.get("Authorization", "")})
                 if failure:
                     status, headers = failure
@@ -119,8 +122,10 @@ class FakeLLM:
                     text = shots[0]
                 else:
                     text = _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
+                if cut:
+                    text = text[: len(text) // 2]
                 time.sleep(fake.delay_s)
-                self._send(200, completion(body, text, prompt_tokens=len(prompt.split())))
+                self._send(200, completion(body, text, "length" if cut else "stop", len(prompt.split())))
                 with fake.lock:
                     fake.completed.append(body)
 

@@ -13,6 +13,7 @@ from glan_assets.glan.schemas import SessionRow, SubjectRow, SyllabusRow
 from glan_assets.glan.sessions import EXTRACT
 from glan_assets.glan.subjects import FORMAT
 from glan_assets.glan.syllabi import WRITE
+from glan_assets.parsing import TRUNCATED
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError
 from glan_assets.stages import Request
@@ -98,6 +99,31 @@ def test_a_reply_that_copies_the_worked_example_is_asked_again_without_it(projec
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user"]  # the example, once
     assert [m["role"] for m in second["messages"]] == ["system", "user"]
     assert "matching this schema" in second["messages"][-1]["content"]
+
+
+def test_a_free_text_reply_cut_off_at_max_tokens_is_sampled_again(project, fake_llm):
+    """Most of the demo's rejects were answers the embedded model rambled past its 256 tokens;
+    another sample of the same question usually ends in time. Only the complete one is kept."""
+    fake_llm.cut_off = 1
+    llm = llm_from_env(project.env)
+
+    (reply,) = stages.run(llm, RESPOND, [Request("q1", ASK)]).replies
+
+    assert reply.ok and reply.text == "An answer to: hello" and reply.attempts == 2
+    first, second = fake_llm.requests
+    assert first["messages"] == second["messages"] == ASK  # the same question, sampled anew
+    fake_llm.requests.clear()
+    (again,) = stages.run(llm, RESPOND, [Request("q1", ASK)]).replies  # a rebuild replays both
+    assert (again.text, again.attempts, fake_llm.requests) == (reply.text, 2, [])
+
+
+def test_a_reply_cut_off_on_every_attempt_is_rejected_as_truncated(project, fake_llm):
+    fake_llm.cut_off = 3
+    llm = llm_from_env(project.env)
+
+    (reply,) = stages.run(llm, RESPOND, [Request("q1", ASK)]).replies
+
+    assert (reply.ok, reply.error, reply.attempts, len(fake_llm.requests)) == (False, TRUNCATED, 3, 3)
 
 
 def test_a_partition_whose_every_output_is_unusable_keeps_its_old_rows(project, fake_llm):
