@@ -263,17 +263,18 @@ class DuckDBStore(dg.ConfigurableResource):
                 con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:
-                incomplete = "not a valid DuckDB database file" in str(exc) or "Could not read enough bytes" in str(exc)
+                text = str(exc)
+                incomplete = "not a valid DuckDB database file" in text or "Could not read enough bytes" in text
                 if incomplete and time.monotonic() < created_by:
                     time.sleep(0.05)
                     continue
-                if "version number" in str(exc):
+                if "version number" in text:
                     raise RuntimeError(
-                        f"{self.path} was written by another DuckDB version ({str(exc).split(': ', 1)[-1]}); "
+                        f"{self.path} was written by another DuckDB version ({text.split(': ', 1)[-1]}); "
                         f"this glan reads DuckDB {duckdb.__version__} files. Move it aside and run "
                         "`glan build --force`: every LLM response is cached, so the rebuild makes no calls."
                     ) from None
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in text.lower() or time.monotonic() > deadline:
                     raise
                 _STATS["lock_waits"] += 1
                 time.sleep(delay)
