@@ -8,8 +8,9 @@
 2. 16 partitions written by 4 writer processes at once, through each backend: rows/s, and
    whether a writer waited (the file's lock) or retried (DuckLake commit conflicts), how often.
 3. Exports the stored rows to Parquet and to JSONL with `COPY`, in stored order and sorted by
-   id as `glan export` does (DuckDB streams them; nothing is materialized in Python): rows/s
-   and peak RSS.
+   id as `glan export` does (DuckDB streams them; nothing is materialized in Python; its
+   memory capped at the store's `export_memory_limit`, past which the sort spills to disk):
+   rows/s and peak RSS.
 4. With `--file-rows`, step 1 again on the file backend with that many rows.
 
 Every measurement runs in its own process, so its peak RSS is its own. The catalog is a
@@ -109,7 +110,8 @@ def phase_export(args) -> dict:
     target = Path(args.target)
     fmt = "FORMAT PARQUET" if target.suffix == ".parquet" else "FORMAT JSON"
     order = " ORDER BY answer_id" if args.ordered else ""
-    with store.connect() as con:  # connected (the lake attached) before the clock starts
+    # Connected (the lake attached) before the clock starts; DuckDB's memory capped as `glan export` caps it.
+    with store.connect(memory_limit=store.export_memory_limit) as con:
         t = time.perf_counter()
         n = con.execute(f"COPY (SELECT * FROM answers{order}) TO '{target}' ({fmt})").fetchone()[0]
         seconds = time.perf_counter() - t

@@ -366,7 +366,7 @@ def export(fmt: str, layout: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
         ensure_lineage_views(store, LEVELS)
-        with store.connect() as con:
+        with store.connect(memory_limit=store.export_memory_limit) as con:
             n = con.execute("SELECT count(*) FROM lineage").fetchone()[0]
             target = str(path).replace("'", "''")
             con.execute(f"COPY (SELECT * FROM lineage ORDER BY answer_id) TO '{target}' ({options})")

@@ -77,7 +77,7 @@ PLAIN_VARIABLES = {
     "GLAN_STRUCTURED_OUTPUTS", "GLAN_REQUEST_TIMEOUT", "GLAN_MAX_RETRIES", "GLAN_SLOW_REQUEST",
     "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS", "GLAN_COLLECTIONS", "GLAN_DATASETS",
     "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
-    "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH",
+    "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH", "GLAN_EXPORT_MEMORY_LIMIT",
 }
 # GLAN_STORAGE: the tables' backend; ducklake also needs GLAN_CATALOG_DSN and GLAN_DATA_PATH.
 STORAGE_BACKENDS = ("duckdb", "ducklake")
@@ -151,7 +151,8 @@ class Settings:
         if re.search(r"(^|\s|[?&])password\s*=", dsn) or re.search(r"://[^/@]*:[^/@]*@", dsn):
             # The DSN is resource config, which the UI shows and runs record; a password is not.
             raise SettingsError("GLAN_CATALOG_DSN holds a password: put it in PGPASSWORD or ~/.pgpass instead")
-        return DuckDBStore(path=str(self.db_path), backend=backend, catalog_dsn=dsn, data_path=data_path)
+        memory = {"export_memory_limit": v} if (v := self.env.get("GLAN_EXPORT_MEMORY_LIMIT")) else {}
+        return DuckDBStore(path=str(self.db_path), backend=backend, catalog_dsn=dsn, data_path=data_path, **memory)
 
     def _number(self, var: str, default: float) -> float:
         raw = self.env.get(var)

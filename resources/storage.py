@@ -21,6 +21,7 @@ import collections
 import importlib.util
 import os
 import random
+import tempfile
 import threading
 import time
 import types
@@ -117,6 +118,22 @@ def extension_path(name: str) -> str:
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+@contextmanager
+def _memory_limited(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[None]:
+    """DuckDB's memory capped at `limit` (it is the database's, so reset afterwards)."""
+    if limit is None:
+        yield
+        return
+    try:
+        con.execute(f"SET memory_limit = {_sql_string(limit)}")
+    except duckdb.Error as exc:
+        raise ValueError(f"memory limit {limit!r} (GLAN_EXPORT_MEMORY_LIMIT): {str(exc).splitlines()[0]}") from None
+    try:
+        yield
+    finally:
+        con.execute("RESET memory_limit")
 
 
 # One in-memory DuckDB with the lake attached per (process, catalog, data path): attaching costs
@@ -232,6 +249,10 @@ class DuckDBStore(dg.ConfigurableResource):
     catalog_dsn: str = ""
     # Where DuckLake writes the tables' Parquet files: a folder every writer sees, or s3://...
     data_path: str = ""
+    # DuckDB's memory for an export (`GLAN_EXPORT_MEMORY_LIMIT`); its sort spills to disk past
+    # it. With DuckDB's default, 80% of RAM, one 10M-row export reached 9.9 GiB. Writes keep
+    # the default: a partition is written in one transaction, and under a low cap one can fail.
+    export_memory_limit: str = "2GB"
 
     @property
     def location(self) -> str:
@@ -241,14 +262,16 @@ class DuckDBStore(dg.ConfigurableResource):
         return self.path
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection whose default catalog holds the tables. The file backend
-        waits for another process's lock instead of failing."""
+        waits for another process's lock instead of failing. With `memory_limit`, DuckDB
+        spills to disk past it while the connection is open."""
         if self.backend == "ducklake":
             con = self._lake().cursor()
             try:
                 con.execute(f"USE {LAKE}")
-                yield _LakeConnection(con, self.lock_timeout_s)
+                with _memory_limited(con, memory_limit):
+                    yield _LakeConnection(con, self.lock_timeout_s)
             finally:
                 con.close()
             return
@@ -280,7 +303,8 @@ class DuckDBStore(dg.ConfigurableResource):
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         try:
-            yield con
+            with _memory_limited(con, memory_limit):  # spills beside the file, in `<path>.tmp`
+                yield con
         finally:
             con.close()
 
@@ -301,6 +325,9 @@ class DuckDBStore(dg.ConfigurableResource):
             while True:
                 con = duckdb.connect()
                 try:
+                    # An in-memory database would spill into the working directory.
+                    spill = Path(tempfile.gettempdir()) / f"glan-duckdb-{os.getpid()}"
+                    con.execute(f"SET temp_directory = {_sql_string(str(spill))}")
                     for name in ("postgres_scanner", "ducklake"):
                         con.execute(f"LOAD {_sql_string(extension_path(name))}")
                     # The extension's own commit retry reads the changes of the snapshots

@@ -13,6 +13,7 @@ from glan_assets.glan import sessions
 from glan_assets.glan.schemas import SessionRow
 from glan_assets.results import store_partition
 from glan_assets.rows import RejectRow, TableRow
+from glan_assets.settings import Settings
 from resources import storage
 from resources.storage import DuckDBStore, Slice
 
@@ -167,3 +168,25 @@ def test_the_file_is_released_after_an_error(file_store):
     proc.join(60)
     assert queue.get(timeout=5) == 1
 
+
+def test_an_export_larger_than_its_memory_limit_spills_to_disk(store, tmp_path):
+    target = tmp_path / "sorted.jsonl"
+    with store.connect() as con:  # ~900 MB of text
+        con.execute("CREATE TABLE big AS SELECT i, repeat('x', 440) || (i * 7919 % 2000003) AS text FROM range(2000000) t(i)")
+    with store.connect(memory_limit="512MB") as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "488.2 MiB"
+        # Sorted as `glan export` sorts: past 512 MB it runs out of memory unless it spills.
+        con.execute(f"COPY (SELECT * FROM big ORDER BY text) TO '{target}' (FORMAT JSON)")
+    with target.open() as f:
+        assert sum(1 for _ in f) == 2_000_000
+    with store.connect() as con:  # the limit was the export's
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] != "488.2 MiB"
+
+
+def test_an_export_memory_limit_duckdb_cannot_read_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLAN_DB", str(tmp_path / "glan.duckdb"))
+    monkeypatch.setenv("GLAN_EXPORT_MEMORY_LIMIT", "lots")
+    store = Settings.from_env().store()
+    with pytest.raises(ValueError, match="memory limit 'lots' \\(GLAN_EXPORT_MEMORY_LIMIT\\)"):
+        with store.connect(memory_limit=store.export_memory_limit):
+            pass
