@@ -341,7 +341,7 @@ def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build
 def build(
     instance: dg.DagsterInstance,
     plans: Sequence[PartitionPlan],
-    workers: int = 4,
+    workers: int = 8,
     on_done: Callable[[PartitionSummary], None] = lambda s: None,
     on_progress: Callable[[LevelProgress], None] = lambda p: None,
     build_id: str | None = None,

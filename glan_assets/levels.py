@@ -76,6 +76,10 @@ def level_asset(level: Level, **overrides: object) -> Callable:
             # LLM-calling levels share one Dagster pool, so an instance-wide limit
             # (`dagster instance concurrency set llm N`) caps them across all runs.
             "pool": "llm" if level.stages else None,
+            # Within a run, a level's step goes before the checks of the level above it, which
+            # are not its inputs: a check waiting on the DuckDB file's lock (8 s with eight runs
+            # writing) then no longer holds up the next LLM level. The checks run last.
+            "op_tags": {"dagster/priority": "1"},
             **overrides,
         }
     )

@@ -34,6 +34,16 @@ def test_build_fills_every_level_with_linked_rows(project):
     assert len(store.read(SubjectRow, "Physics")) == 2
 
 
+def test_a_run_materializes_its_levels_before_it_runs_their_checks(project):
+    """The checks are not the next level's inputs; run between levels they would hold up the
+    next LLM level (waiting on the DuckDB file's lock while other runs write)."""
+    (summary,) = project.build("Physics")
+    started = [e.step_key for e in project.instance.all_logs(summary.run_id, of_type=dg.DagsterEventType.STEP_START)]
+    checks = [i for i, step in enumerate(started) if step.endswith("_checks")]
+    assert checks, started
+    assert started[: checks[0]] == ["fields", "disciplines", "subjects", "syllabi", "sessions", "questions", "answers"]
+    assert all(step.endswith("_checks") for step in started[checks[0]:])
+
 
 def build_reporting(project, fake_llm, *disciplines: str) -> list[tuple[LevelProgress | PartitionSummary, int]]:
     """Build in-process as `project.build` does, keeping what is reported, in order, each
