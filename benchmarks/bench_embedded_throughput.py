@@ -13,9 +13,9 @@ from the build's response cache, two ways:
 - all at once, C at a time: no request waits for another, which the build cannot do (a
   question needs its syllabus), so this is the server's ceiling for these requests;
 - in the build's dependency order, as a hand-written script would: per method, one stage
-  after another (a re-ask after the first asks), each stage's requests all at once, the
-  methods side by side. The build's schedule is finer (a partition does not wait for the
-  others), so this is the best plain client that does the same work.
+  after another (each re-ask after the attempt it follows), each stage's requests all at
+  once, the methods side by side. The build's schedule is finer (a partition does not wait
+  for the others'), so the order gives this client no advantage over the build.
 Prints a table and writes benchmarks/results/embedded_throughput.json.
 """
 
@@ -70,18 +70,31 @@ def asked_first(prompt: Prompt, messages: list[dict]) -> bool | None:
     return len(messages) == 2 + 2 * len(prompt.examples)
 
 
-def waves(requests: list[dict]) -> list[list[list[dict]]]:
-    """Per method, its requests in dependency order: one list per (stage, first ask or re-ask)."""
+def waves(requests: list[dict], replies: list[str]) -> list[list[list[dict]]]:
+    """Per method, its requests in dependency order: one list per (stage, attempt). A re-ask
+    waits for the attempt before it: a free-text one carries its number (`resample`), a
+    structured one the reply it corrects (`replies[i]` answered `requests[i]`)."""
+    asked_by = {text: body for body, text in zip(requests, replies)}
+
+    def attempt(body: dict, first: bool) -> int:
+        if body.get("resample"):
+            return body["resample"] + 1
+        if first:
+            return 1
+        corrected = body["messages"][-2]
+        before = asked_by.get(corrected["content"]) if corrected["role"] == "assistant" else None
+        # Asked again without the worked examples, or a reply that was not cached: at least a second ask.
+        return 2 if before is None or before is body else 1 + attempt(before, before["messages"] == body["messages"][:-2])
+
     found, placed = [], 0
     for method in METHODS:
         stages = [s for lv in method.levels for s in lv.stages]
-        steps: dict[tuple[int, bool], list[dict]] = {}
+        steps: dict[tuple[int, int], list[dict]] = {}
         for body in requests:
             for i, stage in enumerate(stages):
                 first = next((f for p in stage.prompts if (f := asked_first(p, body["messages"])) is not None), None)
                 if first is not None:
-                    again = bool(body.get("resample")) or not first
-                    steps.setdefault((i, again), []).append(body)
+                    steps.setdefault((i, attempt(body, first)), []).append(body)
                     placed += 1
                     break
         found.append([steps[k] for k in sorted(steps)])
@@ -139,8 +152,9 @@ def main() -> None:
         instance = dg.DagsterInstance.from_config(str(root / "home"))
         build_tokens, build_calls = recorded(instance, "completion_tokens"), recorded(instance, "llm_calls")
         with sqlite3.connect(root / "llm_cache.sqlite") as con:
-            requests = [json.loads(r) for (r,) in con.execute("SELECT request FROM responses ORDER BY created_at")]
-        by_dependency = waves(requests)  # reads `resample`, so before it is dropped
+            cached = con.execute("SELECT request, response FROM responses ORDER BY created_at").fetchall()
+        requests = [json.loads(request) for request, _ in cached]
+        by_dependency = waves(requests, [json.loads(response)["text"] for _, response in cached])  # before `resample` is dropped
         for body in requests:
             for key in (*CACHE_KEY_ONLY, "model"):  # the cache key's, not the request's
                 body.pop(key, None)
