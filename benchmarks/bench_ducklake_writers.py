@@ -5,7 +5,8 @@
 Each round is a new catalog (a fresh PostgreSQL database) and data path. Four processes, one
 discipline each, replace their partition of 7 level tables one after another, as `glan build`
 does (`DuckDBStore._write`: create the tables if missing, delete the partition's rejects and
-rows, insert), and read it back after each write. A round loses rows when a writer reads fewer rows than it wrote.
+rows, insert), and read it back after each write. A round loses rows when a writer reads fewer
+rows than it wrote.
 
 Two arms, alternating rounds in one run: `ducklake_max_retry_count` as glan sets it (0: a lost
 commit race comes back to `_write`, which runs the transaction again) and at the extension's

@@ -25,10 +25,10 @@ import os
 import re
 import shutil
 import sqlite3
+import string
 import subprocess
 import sys
 import tempfile
-import string
 import time
 from pathlib import Path
 

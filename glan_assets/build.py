@@ -47,6 +47,8 @@ VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 GENERATION = [lv.name for m in METHODS for lv in m.levels]
 TRAINING = [m.__name__.rsplit(".", 1)[1] for m in training.MODULES]
 BUILD_ORDER = GENERATION + TRAINING  # what `--until` can name
+# Runs at once: every partition of the demo, as many as dagster_home/dagster.yaml's pools allow.
+WORKERS = 8
 
 
 @dataclass
@@ -341,7 +343,7 @@ def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build
 def build(
     instance: dg.DagsterInstance,
     plans: Sequence[PartitionPlan],
-    workers: int = 8,
+    workers: int = WORKERS,
     on_done: Callable[[PartitionSummary], None] = lambda s: None,
     on_progress: Callable[[LevelProgress], None] = lambda p: None,
     build_id: str | None = None,
