@@ -16,6 +16,8 @@ from the build's response cache, two ways:
   after another (each re-ask after the attempt it follows), each stage's requests all at
   once, the methods side by side. The build's schedule is finer (a partition does not wait
   for the others'), so the order gives this client no advantage over the build.
+On 2 cores the build's own processes and the server share the CPU, so each phase also
+reports the CPU seconds the server's process group used and the rest of the machine used.
 Prints a table and writes benchmarks/results/embedded_throughput.json.
 """
 
@@ -41,6 +43,39 @@ from glan_assets.prompting import Prompt  # noqa: E402
 from glan_assets.registry import METHODS  # noqa: E402
 from resources import embedded  # noqa: E402
 from resources.llm import CACHE_KEY_ONLY  # noqa: E402
+
+
+class CPU:
+    """CPU seconds used between `start()` and `stop()`: by the server's process group, and by
+    everything else on the machine (the build's processes, or the plain client)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, server_pgid: int):
+        self.pgid = server_pgid
+
+    def _server(self) -> float:
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited while being read
+                continue
+            if int(fields[2]) == self.pgid:  # pgrp; then utime and stime are fields 11 and 12
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / self.TICK
+
+    @classmethod
+    def _machine(cls) -> float:
+        user, nice, system, idle, iowait, *rest = map(int, Path("/proc/stat").read_text().split()[1:9])
+        return (user + nice + system + sum(rest)) / cls.TICK
+
+    def start(self) -> None:
+        self.began = (self._server(), self._machine())
+
+    def stop(self) -> dict:
+        server, machine = self._server() - self.began[0], self._machine() - self.began[1]
+        return {"server_cpu_s": round(server, 1), "other_cpu_s": round(machine - server, 1)}
 
 
 def recorded(instance: dg.DagsterInstance, key: str) -> int:
@@ -144,11 +179,14 @@ def main() -> None:
             "GLAN_EMBEDDED_STATE": str(root / "embedded")}
     os.environ["GLAN_EMBEDDED_STATE"] = env["GLAN_EMBEDDED_STATE"]  # the server this process starts is the build's
     server = embedded.ensure_server()
+    cpu = CPU(json.loads((Path(env["GLAN_EMBEDDED_STATE"]) / "server.json").read_text())["pid"])
     try:
         start = time.monotonic()
+        cpu.start()
         subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "training_set", "--keep-server"],
                        env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         build_s = time.monotonic() - start
+        build_cpu = cpu.stop()
         instance = dg.DagsterInstance.from_config(str(root / "home"))
         build_tokens, build_calls = recorded(instance, "completion_tokens"), recorded(instance, "llm_calls")
         with sqlite3.connect(root / "llm_cache.sqlite") as con:
@@ -161,10 +199,11 @@ def main() -> None:
         plain = []
         for c in concurrencies:
             for ordered in (None, by_dependency):
+                cpu.start()
                 took, tokens, failed = asyncio.run(replay(server.base_url, server.model, requests, c, ordered))
                 plain.append({"order": "dependencies" if ordered else "none", "concurrency": c,
                               "seconds": round(took, 1), "completion_tokens": tokens, "failed": failed,
-                              "tokens_per_s": round(tokens / took, 2)})
+                              "tokens_per_s": round(tokens / took, 2), **cpu.stop()})
     finally:
         embedded.stop_server()
     build_rate = build_tokens / build_s
@@ -174,17 +213,18 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d"),
         "requests": len(requests),
         "build": {"seconds": round(build_s, 1), "llm_calls": build_calls, "completion_tokens": build_tokens,
-                  "tokens_per_s": round(build_rate, 2)},
+                  "tokens_per_s": round(build_rate, 2), **build_cpu},
         "plain_client": plain,
         "ratio_to_best_plain": round(build_rate / best["tokens_per_s"], 3),
         "ratio_to_best_plain_in_dependency_order": round(build_rate / best_ordered["tokens_per_s"], 3),
     }
-    print(f"{'':<38} {'requests':>8} {'seconds':>8} {'tokens':>8} {'tokens/s':>9}")
-    print(f"{'glan build':<38} {build_calls:>8} {build_s:>8.1f} {build_tokens:>8} {build_rate:>9.2f}")
+    print(f"{'':<38} {'requests':>8} {'seconds':>8} {'tokens':>8} {'tokens/s':>9} {'server CPU s':>13} {'other CPU s':>12}")
+    print(f"{'glan build':<38} {build_calls:>8} {build_s:>8.1f} {build_tokens:>8} {build_rate:>9.2f} "
+          f"{build_cpu['server_cpu_s']:>13} {build_cpu['other_cpu_s']:>12}")
     for p in plain:
         name = f"plain client, C={p['concurrency']}, " + ("dependency order" if p["order"] == "dependencies" else "all at once")
         print(f"{name:<38} {len(requests) - p['failed']:>8} {p['seconds']:>8} "
-              f"{p['completion_tokens']:>8} {p['tokens_per_s']:>9}")
+              f"{p['completion_tokens']:>8} {p['tokens_per_s']:>9} {p['server_cpu_s']:>13} {p['other_cpu_s']:>12}")
     print(f"build / best plain client: {result['ratio_to_best_plain']}; "
           f"in dependency order: {result['ratio_to_best_plain_in_dependency_order']}")
     out = Path(__file__).parent / "results" / "embedded_throughput.json"

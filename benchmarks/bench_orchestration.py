@@ -2,9 +2,9 @@
 answers after L with no model, C concurrent requests can reach at most C/L requests/s.
 
 Measures the `answers` level of one discipline partition as Dagster materializes it (cache
-writes and the DuckDB commit included), and, in the same run, a bare `openai` async client
-driving the same server at the same concurrency: the best plain client on this machine.
-Run by hand:
+writes and the DuckDB commit included), and, in the same run, two plain clients driving the
+same server at the same concurrency: a bare `openai` async client, and a bare aiohttp client
+(the best plain client on this machine, and the pipeline's own transport). Run by hand:
 
     .venv/bin/python benchmarks/bench_orchestration.py [REQUESTS]     # default 3000
 
@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import dagster as dg
 import openai
 
@@ -68,8 +69,8 @@ def pipeline(base_url: str, concurrency: int, n: int) -> float:
     return n / seconds
 
 
-async def bare_client(base_url: str, concurrency: int, n: int) -> float:
-    """Requests/s of a plain openai async client at the same concurrency: the reference."""
+async def openai_client(base_url: str, concurrency: int, n: int) -> float:
+    """Requests/s of a plain `openai` async client at the same concurrency."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
     sem = asyncio.Semaphore(concurrency)
 
@@ -84,6 +85,21 @@ async def bare_client(base_url: str, concurrency: int, n: int) -> float:
     return n / seconds
 
 
+async def aiohttp_client(base_url: str, concurrency: int, n: int) -> float:
+    """Requests/s of a plain aiohttp client POSTing the same requests and reading their JSON."""
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(i: int) -> None:
+            body = {"model": "stub", "messages": [{"role": "user", "content": f"Q {i}?"}]}
+            async with sem, session.post(f"{base_url}/chat/completions", json=body) as resp:
+                await resp.json()
+
+        start = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n / (time.monotonic() - start)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
     port = free_port()
@@ -94,18 +110,23 @@ def main() -> None:
     try:
         for c in (64, 256):
             limit = c / LATENCY_S
-            bare = asyncio.run(bare_client(base_url, c, n))
+            sdk = asyncio.run(openai_client(base_url, c, n))
+            best = asyncio.run(aiohttp_client(base_url, c, n))
             ours = pipeline(base_url, c, n)
             rows.append({"concurrency": c, "latency_s": LATENCY_S, "requests": n, "limit_rps": limit,
-                         "bare_client_rps": round(bare, 1), "pipeline_rps": round(ours, 1),
-                         "pipeline_vs_limit": round(ours / limit, 3), "pipeline_vs_bare_client": round(ours / bare, 3),
-                         "bare_client_vs_limit": round(bare / limit, 3)})
+                         "openai_client_rps": round(sdk, 1), "aiohttp_client_rps": round(best, 1),
+                         "pipeline_rps": round(ours, 1), "pipeline_vs_limit": round(ours / limit, 3),
+                         "pipeline_vs_aiohttp_client": round(ours / best, 3),
+                         "pipeline_vs_openai_client": round(ours / sdk, 3),
+                         "aiohttp_client_vs_limit": round(best / limit, 3)})
     finally:
         server.kill()
-    print(f"{'C':>4} {'limit C/L':>10} {'bare client':>12} {'pipeline':>10} {'pipe/limit':>11} {'pipe/bare':>10}")
+    print(f"{'C':>4} {'limit C/L':>10} {'openai':>9} {'aiohttp':>9} {'pipeline':>9} {'pipe/limit':>11} "
+          f"{'pipe/aiohttp':>13} {'pipe/openai':>12}")
     for r in rows:
-        print(f"{r['concurrency']:>4} {r['limit_rps']:>9.0f}/s {r['bare_client_rps']:>10.1f}/s {r['pipeline_rps']:>8.1f}/s "
-              f"{r['pipeline_vs_limit']:>11.3f} {r['pipeline_vs_bare_client']:>10.3f}")
+        print(f"{r['concurrency']:>4} {r['limit_rps']:>9.0f}/s {r['openai_client_rps']:>7.1f}/s "
+              f"{r['aiohttp_client_rps']:>7.1f}/s {r['pipeline_rps']:>7.1f}/s {r['pipeline_vs_limit']:>11.3f} "
+              f"{r['pipeline_vs_aiohttp_client']:>13.3f} {r['pipeline_vs_openai_client']:>12.3f}")
     out = Path(__file__).parent / "results" / "orchestration.json"
     out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores",
                                "results": rows}, indent=2) + "\n")

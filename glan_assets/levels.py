@@ -4,7 +4,10 @@ Everything that lists levels (lineage, checks, export, stage settings, the CLI's
 names, the build order) derives from the declarations that `glan_assets.registry` collects.
 """
 
-from collections.abc import Callable
+import functools
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -63,7 +66,7 @@ class Level:
 def level_asset(level: Level, **overrides: object) -> Callable:
     """`@dg.asset` for a level's asset: name, partitions, upstream by key, code version, group."""
     kinds = set(level.kinds) | ({"openai"} if level.stages else set())
-    return dg.asset(
+    asset = dg.asset(
         **{
             "name": level.name,
             "partitions_def": level.partitions_def,
@@ -83,3 +86,26 @@ def level_asset(level: Level, **overrides: object) -> Callable:
             **overrides,
         }
     )
+
+    def decorate(compute: Callable) -> dg.AssetsDefinition:
+        @functools.wraps(compute)
+        def step(*args, **kwargs):
+            with old_objects_frozen():
+                return compute(*args, **kwargs)
+
+        return asset(step)
+
+    return decorate
+
+
+@contextmanager
+def old_objects_frozen() -> Iterator[None]:
+    """Python's full garbage collections scan every object the process holds. In a step's
+    process those are mostly Dagster's and the definitions': each full collection took
+    0.2-0.26 s, three times in a 3.5 s step of 3,000 LLM calls. Frozen for the step, they
+    are left out of its collections; unfrozen after, so nothing that would be freed is kept."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

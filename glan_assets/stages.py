@@ -11,7 +11,6 @@ fix re-parses cached responses without new calls.
 import asyncio
 from dataclasses import dataclass, field
 
-import openai
 from pydantic import BaseModel
 
 from glan_assets.parsing import (
@@ -24,7 +23,15 @@ from glan_assets.parsing import (
     schema_hint,
 )
 from glan_assets.prompting import Prompt
-from resources.llm import CallStats, EndpointUnreachable, LLMResource, LLMSession, Sampling
+from resources.llm import (
+    CallStats,
+    EndpointError,
+    EndpointTimeout,
+    EndpointUnreachable,
+    LLMResource,
+    LLMSession,
+    Sampling,
+)
 
 @dataclass(frozen=True)
 class Stage:
@@ -111,10 +118,8 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
                 session.body(messages, asked, request.sample_index, schema, resample=0 if structured else attempt - 1),
                 asked,
             )
-        except openai.APITimeoutError:
-            return Reply(request, error=f"timed out after {llm.max_retries} retries", attempts=attempt)
-        except openai.APIStatusError as exc:
-            return Reply(request, error=f"endpoint answered {exc.status_code}: {exc.message}", attempts=attempt)
+        except (EndpointTimeout, EndpointError) as exc:
+            return Reply(request, error=str(exc), attempts=attempt)
         text = done.text
         if not structured:
             if done.finish_reason == "length":

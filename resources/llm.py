@@ -6,9 +6,16 @@ goes through the response cache first. Misses run concurrently under a cap, retr
 exponential backoff on 429, 5xx, resets and timeouts (honouring `Retry-After`), counted by
 cause, and are cached the moment they arrive. A request still waiting after
 `slow_request_s` is reported while it waits.
+
+Chat completions are POSTed with aiohttp, not the `openai` SDK: the SDK's per-request work
+(typed request and response models over an httpx layer) kept a bare SDK client at 424
+requests/s with 256 in flight on 2 cores, where a bare aiohttp client reached 1,009
+(`benchmarks/bench_orchestration.py`). A stage sends one kind of request and reads three
+fields of the reply, so the SDK's types bought nothing here.
 """
 
 import asyncio
+import json
 import random
 import threading
 from collections import Counter
@@ -17,8 +24,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import dagster as dg
-import openai
 
 from resources.cache import ResponseCache, cache_key
 
@@ -29,6 +36,18 @@ CACHE_KEY_ONLY = frozenset({"sample_index", "resample"})
 
 class EndpointUnreachable(RuntimeError):
     """The endpoint did not answer; nothing was written."""
+
+
+class EndpointError(RuntimeError):
+    """The endpoint answered with an error status (or a 200 that is not a chat completion)."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(f"endpoint answered {status}: {message}")
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class EndpointTimeout(RuntimeError):
+    """No answer within the request timeout, on every attempt."""
 
 
 class Sampling(dg.Config):
@@ -107,7 +126,8 @@ class LLMSession:
         self.cache = ResponseCache(Path(llm.cache_path))
         self.stats = CallStats()
         self.sem = asyncio.Semaphore(llm.max_concurrency)
-        self._client: openai.AsyncOpenAI | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._url = ""  # chat completions URL, set on connecting
         self._served_model: str | None = None
         self._connect_lock = asyncio.Lock()
 
@@ -116,36 +136,37 @@ class LLMSession:
         if self._client is not None:
             await self._client.close()
 
-    async def client(self) -> openai.AsyncOpenAI:
+    async def client(self) -> aiohttp.ClientSession:
         """Connect on the first cache miss, so a fully cached rebuild needs no endpoint."""
         async with self._connect_lock:
             if self._client is None:
                 self._client = await self._connect()
         return self._client
 
-    async def _connect(self) -> openai.AsyncOpenAI:
+    async def _connect(self) -> aiohttp.ClientSession:
         base_url = self.llm.base_url
         if not base_url:
             from resources import embedded  # the embedded server is only needed offline
 
             endpoint = await _in_daemon_thread(embedded.ensure_server, self.llm.default_model)
             base_url, self._served_model = endpoint.base_url, endpoint.model
-        client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=self.llm.api_key or "not-needed",
-            timeout=self.llm.request_timeout_s,
-            max_retries=0,  # retried in `_send`, so every retry is counted with its cause
+        base_url = base_url.rstrip("/")
+        client = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.llm.api_key or 'not-needed'}"},
+            connector=aiohttp.TCPConnector(limit=0),  # the semaphore is the cap
+            timeout=aiohttp.ClientTimeout(total=self.llm.request_timeout_s),
         )
         try:
-            await client.with_options(max_retries=0, timeout=15).models.list()
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            # Any status will do (some endpoints do not list models): reachable is all this checks.
+            async with client.get(f"{base_url}/models", timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
             await client.close()
             raise EndpointUnreachable(
                 f"cannot reach the LLM endpoint at {base_url} ({type(exc).__name__}); check "
                 "OPENAI_BASE_URL, or unset it to run the embedded model. Nothing was written."
             ) from exc
-        except openai.APIStatusError:
-            pass  # some endpoints do not list models; reachable is all this checks
+        self._url = f"{base_url}/chat/completions"
         return client
 
     def body(
@@ -186,11 +207,11 @@ class LLMSession:
             sent["model"] = self._served_model
         async with self.sem:
             resp = await self._send(client, sent)
-        choice = resp.choices[0]
-        completion = Completion(choice.message.content or "", choice.finish_reason or "stop")
-        usage = resp.usage
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        choice = resp["choices"][0]
+        completion = Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")
+        usage = resp.get("usage") or {}
+        prompt_tokens = usage.get("prompt_tokens") or 0
+        completion_tokens = usage.get("completion_tokens") or 0
         self.stats.calls += 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
@@ -200,44 +221,69 @@ class LLMSession:
         self.cache.put(key, body, {"text": completion.text, "finish_reason": completion.finish_reason})
         return completion
 
-    async def _send(self, client: openai.AsyncOpenAI, sent: dict) -> object:
+    async def _send(self, client: aiohttp.ClientSession, sent: dict) -> dict:
         """One completion, retried on 429, 408/409, 5xx, resets and timeouts with exponential
         backoff and jitter, or as long as `Retry-After` says."""
         for attempt in range(self.llm.max_retries + 1):
+            last = attempt == self.llm.max_retries
             try:
-                return await self._waiting(client.chat.completions.create(**sent), sent["model"])
-            except openai.APIStatusError as exc:
-                if exc.status_code not in (408, 409, 429) and exc.status_code < 500 or attempt == self.llm.max_retries:
+                return await self._waiting(self._post(client, sent), sent["model"])
+            except EndpointError as exc:
+                if exc.status not in (408, 409, 429) and exc.status < 500 or last:
                     raise
-                cause, delay = f"HTTP {exc.status_code}", _retry_after(exc.response)
-            except openai.APITimeoutError:
-                if attempt == self.llm.max_retries:
-                    raise
+                cause, delay = f"HTTP {exc.status}", exc.retry_after
+            except TimeoutError:  # before ClientError: aiohttp's read timeouts are both
+                if last:
+                    raise EndpointTimeout(f"timed out after {self.llm.max_retries} retries") from None
                 cause, delay = "timeout", None
-            except openai.APIConnectionError as exc:
-                if attempt == self.llm.max_retries:
+            except aiohttp.ClientError as exc:  # resets, refused connections, cut-off replies
+                if last:
                     raise EndpointUnreachable(
-                        f"lost the LLM endpoint mid-run ({exc}); cached responses are kept, rerun to resume"
+                        f"lost the LLM endpoint mid-run ({type(exc).__name__}: {exc}); cached responses "
+                        "are kept, rerun to resume"
                     ) from exc
                 cause, delay = "connection error", None
             self.stats.retries[cause] += 1
             await asyncio.sleep(delay if delay is not None else min(0.5 * 2**attempt, 30) * (0.5 + random.random()))
 
+    async def _post(self, client: aiohttp.ClientSession, sent: dict) -> dict:
+        async with client.post(self._url, json=sent) as resp:
+            raw = await resp.read()
+            status, headers = resp.status, resp.headers
+        if status >= 400:
+            raise EndpointError(status, _error_message(raw), _retry_after(headers.get("retry-after")))
+        try:
+            reply = json.loads(raw)
+            reply["choices"][0]["message"]
+        except (ValueError, LookupError, TypeError):
+            raise EndpointError(status, f"not a chat completion: {raw[:200]!r}") from None
+        return reply
+
     async def _waiting(self, call: object, model: str) -> object:
         """Await the call, reporting it once if it waits longer than `slow_request_s`."""
-        task = asyncio.ensure_future(call)
-        done, _ = await asyncio.wait({task}, timeout=self.llm.slow_request_s)
-        if not done:
-            dg.get_dagster_logger().warning(
-                f"a request to {model} has waited {self.llm.slow_request_s:.0f}s and goes on waiting "
-                f"(timeout {self.llm.request_timeout_s:.0f}s, GLAN_REQUEST_TIMEOUT)"
-            )
-        return await task
+        warn = asyncio.get_running_loop().call_later(
+            self.llm.slow_request_s,
+            lambda: dg.get_dagster_logger().warning(
+                f"a request to {model} has waited {self.llm.slow_request_s:g}s and goes on waiting "
+                f"(timeout {self.llm.request_timeout_s:g}s, GLAN_REQUEST_TIMEOUT)"
+            ),
+        )
+        try:
+            return await call
+        finally:
+            warn.cancel()
 
 
-def _retry_after(response: object) -> float | None:
+def _error_message(raw: bytes) -> str:
+    """The message of an OpenAI-style error body, else the body's start."""
+    try:
+        return str(json.loads(raw)["error"]["message"])
+    except (ValueError, LookupError, TypeError):
+        return raw[:200].decode("utf-8", "replace")
+
+
+def _retry_after(raw: str | None) -> float | None:
     """Seconds the endpoint asked to wait, when it said (capped at a minute)."""
-    raw = getattr(response, "headers", {}).get("retry-after")
     try:
         return min(float(raw), 60.0) if raw is not None else None
     except ValueError:

@@ -1,5 +1,6 @@
 """The LLM resource: retries, rejects, unreachable endpoints, caching, secrets."""
 
+import logging
 import time
 
 import dagster as dg
@@ -19,6 +20,7 @@ from glan_assets.settings import Settings, SettingsError
 from glan_assets.stages import Request
 from resources.llm import EndpointUnreachable
 from resources.storage import DuckDBStore
+from tests.fault_llm import FaultyLLM
 
 ASK = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
 EXTRACT_SESSIONS = [{"role": "user", "content": "Extract the class sessions of this syllabus\nSyllabus:\nSyllabus of X."}]
@@ -39,6 +41,21 @@ def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(project
     assert batch.replies[0].ok and batch.replies[0].text == "An answer to: hello"
     assert len(fake_llm.requests) == 4
     assert time.monotonic() - start >= 1.0  # waited as Retry-After said
+
+
+def test_a_request_that_is_never_answered_is_reported_while_it_waits_then_rejected(project, caplog):
+    env = project.env | {"GLAN_REQUEST_TIMEOUT": "1", "GLAN_MAX_RETRIES": "1", "GLAN_SLOW_REQUEST": "0.4"}
+    with FaultyLLM(kinds=("timeout",), every=1, timeout_s=1.0) as silent:
+        llm = llm_from_env(env | {"OPENAI_BASE_URL": silent.base_url})
+        with caplog.at_level(logging.WARNING):
+            batch = stages.run(llm, RESPOND, [Request("q1", ASK)])
+
+    assert batch.replies[0].error == "timed out after 1 retries"
+    assert batch.stats.retries == {"timeout": 1}
+    assert len(silent.log) == 2  # the first attempt and its one retry
+    waiting = [r.getMessage() for r in caplog.records if "goes on waiting" in r.getMessage()]
+    said = "a request to smollm2-135m-instruct has waited 0.4s and goes on waiting (timeout 1s, GLAN_REQUEST_TIMEOUT)"
+    assert waiting == [said] * 2  # once per attempt, while it waited
 
 
 def test_an_endpoint_that_is_down_fails_fast_and_writes_nothing(project, tmp_path):
