@@ -8,6 +8,8 @@ The toy level here summarises each answer in one LLM call; registering it is wha
 import ast
 import dataclasses
 import gc
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -102,6 +104,20 @@ def test_a_levels_step_leaves_the_older_objects_out_of_its_garbage_collections()
     assert dg.materialize([summaries]).success
     assert during[0] > 10_000
     assert gc.get_freeze_count() == 0  # nothing is kept that a collection would free
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Set when the package is imported, so before any of its modules imports torch: spinning
+    OpenMP threads took the embedded model's CPU in the demo build."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def policy(extra: dict) -> str:
+        probe = "import os, glan_assets.cli; print(os.environ['OMP_WAIT_POLICY'])"
+        return subprocess.run([sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert policy({}) == "PASSIVE"
+    assert policy({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
 
 
 def test_level_modules_do_not_import_each_other():
