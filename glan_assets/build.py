@@ -332,7 +332,9 @@ def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, ver
 def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
     """One run in a process of its own, so a run whose process is killed fails alone."""
     start = time.monotonic()
-    with worker_pool(1, preload=[__name__]) as pool:
+    # DuckDB imports pandas at a process's first query with parameters (to check their types):
+    # imported once in the fork server, not in each of a build's workers at once.
+    with worker_pool(1, preload=[__name__, "pandas"]) as pool:
         try:
             return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(os.environ)).result()
         except BrokenProcessPool:

@@ -36,6 +36,7 @@ from glan_assets.rows import RejectRow
 from glan_assets.settings import SettingsError, resources_from_env
 from glan_assets.training.release import export_dataset
 from resources.llm import EndpointUnreachable
+from resources.locks import file_lock
 from resources.storage import DuckDBStore, Slice
 
 
@@ -56,25 +57,14 @@ def _resources() -> dict:
         _fail(str(exc), 2)
 
 
-@contextmanager
-def _home_lock(home: Path):
-    """One process at a time sets up a Dagster home: two at once on a new home raced its
-    schema migration (two alembic heads) and left it unusable."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".glan.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _instance() -> dg.DagsterInstance:
     if not os.environ.get("DAGSTER_HOME"):
         # Without it Dagster keeps runs and partitions in a temp dir that vanishes on exit.
         os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
     home = Path(os.environ["DAGSTER_HOME"])
-    with _home_lock(home):
+    # One process at a time sets up a home: two at once on a new home raced its schema
+    # migration (two alembic heads) and left it unusable.
+    with file_lock(home / ".glan.lock"):
         if not (home / "dagster.yaml").exists():
             # Dagster warns about a home without one, and greets a new one with telemetry.
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

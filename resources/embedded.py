@@ -11,7 +11,6 @@ Inside the server, `resources.serving_patches` makes sampling and `response_form
 from __future__ import annotations
 
 import argparse
-import fcntl
 import http.client
 import json
 import os
@@ -21,13 +20,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resources.local_models import local_model_dir
+from resources.locks import file_lock
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_IDLE_TIMEOUT_S = 900.0
@@ -42,6 +40,11 @@ _HOST = "127.0.0.1"
 _CB_NUM_BLOCKS = 128
 # Tokens per forward pass; the default 8192 sizes its attention masks at over 1 GB.
 _CB_MAX_BATCH_TOKENS = 2048
+# The converted weights are float32. Decoding reads every weight once per step, and float32's
+# matrix products took twice as long for 2-16 rows as for one: in bfloat16 (SmolLM2's training
+# dtype) the server made 1.3-2.1x the tokens/s at 1-32 requests at once
+# (benchmarks/bench_server_dtype.py).
+DTYPE = "bfloat16"
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,6 @@ def _dir(state_dir: Path | None) -> Path:
 def touch(state_dir: Path | None = None) -> None:
     """Mark the server as in use, postponing its idle shutdown."""
     (_dir(state_dir) / _USED).touch()  # sets the mtime to now when it exists
-
-
-@contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    with open(state_dir / _LOCK, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -161,7 +154,7 @@ def _stop_locked(state_dir: Path) -> None:
 def stop_server(state_dir: Path | None = None) -> None:
     """Stop the shared server, if one runs. Idempotent."""
     sd = _dir(state_dir)
-    with _locked(sd):
+    with file_lock(sd / _LOCK):
         _stop_locked(sd)
 
 
@@ -176,7 +169,7 @@ def ensure_server(
     if "@" in served:  # transformers serve splits model ids at "@" into a revision
         raise ValueError(f"the model path {served} must not contain '@'")
     touch(sd)
-    with _locked(sd):
+    with file_lock(sd / _LOCK):
         state = _read_state(sd)
         if state is not None:
             if state.get("model") == served and _alive(state):
@@ -287,14 +280,19 @@ def _warm_up(root_url: str, served: str, timeout_s: float) -> None:
 # ---- inside the server process tree ------------------------------------------------------------
 
 
-def _watchdog(model: str, port: int, state_dir: Path, idle_timeout_s: float) -> int:
-    """Run `transformers serve` and stop it once nothing has used it for `idle_timeout_s`."""
-    cmd = [
+def serve_command(model: str, port: int, dtype: str = DTYPE) -> list[str]:
+    """The command line of the server itself (`transformers serve`, patched), on 127.0.0.1."""
+    return [
         sys.executable, "-m", "resources.embedded", "transformers-serve", model,
         "--continuous-batching", "--host", _HOST, "--port", str(port),
         "--cb-num-blocks", str(_CB_NUM_BLOCKS), "--cb-max-batch-tokens", str(_CB_MAX_BATCH_TOKENS),
+        "--dtype", dtype,
     ]  # fmt: skip
-    server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+
+def _watchdog(model: str, port: int, state_dir: Path, idle_timeout_s: float) -> int:
+    """Run `transformers serve` and stop it once nothing has used it for `idle_timeout_s`."""
+    server = subprocess.Popen(serve_command(model, port), stdin=subprocess.DEVNULL)
 
     def terminate(*_: object) -> None:
         server.terminate()
@@ -312,7 +310,7 @@ def _watchdog(model: str, port: int, state_dir: Path, idle_timeout_s: float) -> 
         time.sleep(poll_s)
         if time.time() - _last_use(state_dir, started) < idle_timeout_s:
             continue
-        with _locked(state_dir):  # ensure_server touches before locking, so it sees a fresh use here
+        with file_lock(state_dir / _LOCK):  # ensure_server touches before locking, so it sees a fresh use here
             if time.time() - _last_use(state_dir, started) < idle_timeout_s:
                 continue
             print(f"[glan] idle for {idle_timeout_s:.0f} s, stopping the embedded server", flush=True)

@@ -10,7 +10,6 @@ Artifacts name a packaged model by its Hugging Face hub id (`hub_id`), so they l
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import os
@@ -21,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from resources.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _gemma3_gguf(dest_dir: Path) -> Path:
     if target.exists():
         return target
     dest_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(dest_dir / f".{pkg.MODEL_NAME}.lock"):
+    with file_lock(dest_dir / f".{pkg.MODEL_NAME}.lock"):
         if not target.exists():
             # assemble() writes in place; a temp name keeps a half-written file from being seen.
             tmp = dest_dir / f".{pkg.MODEL_NAME}.{os.getpid()}.tmp"
@@ -145,17 +146,6 @@ def gguf_file(name: str, cache_root: Path | None = None) -> Path:
     return path
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _is_converted(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
@@ -172,7 +162,7 @@ def local_model_dir(name: str, cache_root: Path | None = None) -> Path:
     target = root / name
     if _is_converted(target):
         return target
-    with _file_lock(root / f".{name}.lock"):
+    with file_lock(root / f".{name}.lock"):
         if not _is_converted(target):  # another process may have converted it while we waited
             # One bar: the GGUF reader's, over the tensors it dequantizes.
             with one_bar_per_step():

@@ -5,14 +5,14 @@ cross-entropy of the target's tokens given the prompt and how many tokens that w
 target tokens count, never the prompt's or the padding's. Rows are padded on the left so that
 every target ends at the last position; with explicit position ids the padding changes
 nothing, and only the last positions' logits are computed (the vocabulary is most of the cost).
+torch is imported when a scorer is made: the CLI and every build worker import this module,
+and importing torch had been a second of their start-up.
 """
 
 import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from resources.local_models import one_bar_per_step
 
@@ -31,6 +31,7 @@ class CausalLMScorer:
     """A causal LM directory (safetensors + tokenizer) loaded once for scoring."""
 
     def __init__(self, model_dir: str, max_length: int = 1024, max_target_tokens: int = 256, chat_template: bool = True):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_dir = model_dir
@@ -69,8 +70,9 @@ class CausalLMScorer:
                 results[i] = loss
         return results
 
-    @torch.inference_mode()
     def _batch(self, rows: list[tuple[list[int], list[int]]]) -> list[PairLoss]:
+        import torch
+
         width = max(len(p) + len(t) for p, t in rows)
         longest_target = max(len(t) for _, t in rows)
         if longest_target == 0:
@@ -83,7 +85,8 @@ class CausalLMScorer:
             mask[r, width - len(seq) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": longest_target + 1} if self.keeps_logits else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra).logits
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra).logits
         # The logits at the last `longest_target + 1` positions predict the last `longest_target` tokens.
         predicted = logits[:, -(longest_target + 1) : -1].float()
         labels = ids[:, -longest_target:].clone()

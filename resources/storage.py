@@ -36,6 +36,8 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
+from resources.locks import file_lock
+
 # A row model is a pydantic model with the class attributes `table` and `id_column`.
 T = typing.TypeVar("T", bound=BaseModel)
 R = typing.TypeVar("R")
@@ -275,10 +277,10 @@ class DuckDBStore(dg.ConfigurableResource):
             finally:
                 con.close()
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._create()
         deadline = time.monotonic() + self.lock_timeout_s
-        # Runs starting at once on a new database race to create the file; for a moment it
-        # exists without DuckDB's headers. Past this, an invalid file is an error.
+        # A file being created exists for a moment without all of DuckDB's headers. Past this,
+        # an invalid file is an error.
         created_by = time.monotonic() + CREATION_WAIT_S
         delay = 0.05
         while True:
@@ -307,6 +309,20 @@ class DuckDBStore(dg.ConfigurableResource):
                 yield con
         finally:
             con.close()
+
+    def _create(self) -> None:
+        """Create the database file, one process at a time. Runs starting at once on a new
+        database had raced: one created the file, another opened it and took DuckDB's lock to
+        read its headers, the creator then failed to lock it, and no process ever wrote them;
+        every run failed on an empty "not a valid DuckDB database" file."""
+        path = Path(self.path)
+        if path.is_file() and path.stat().st_size > 0:
+            return
+        with file_lock(path.with_name(f".{path.name}.lock")):
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()  # left by such a race: it holds nothing, and no process is writing it
+            if not path.exists():
+                duckdb.connect(self.path).close()
 
     def _lake(self) -> duckdb.DuckDBPyConnection:
         """This process's in-memory DuckDB with the DuckLake catalog attached."""

@@ -120,6 +120,14 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
     assert policy({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
 
 
+def test_the_command_line_starts_without_torch():
+    """`glan build` and each of its runs' processes import the CLI's modules; torch, imported
+    with them, had been a second of every build's start. Steps that need it import it."""
+    probe = "import sys, glan_assets.cli, glan_assets.definitions; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 def test_level_modules_do_not_import_each_other():
     """Upstream levels are named by key, so a level module imports no other level."""
     package = Path(glan.__file__).parent

@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
@@ -138,17 +139,36 @@ def _open_in_other_process(path: str, queue) -> None:
 
 
 def test_a_new_database_another_process_is_creating_is_waited_for(file_store, tmp_path):
-    """Runs starting at once on a new database race to create its file: one found it without
-    DuckDB's headers yet and failed ("not a valid DuckDB database file")."""
+    """A database being created exists for a moment with only part of DuckDB's headers."""
     whole = DuckDBStore(path=str(tmp_path / "whole.duckdb"))
     replace_partition(whole, "Physics", [session(1)])
-    (tmp_path / "glan.duckdb").write_bytes(b"")  # created, its headers not written yet
+    (tmp_path / "glan.duckdb").write_bytes(Path(whole.path).read_bytes()[:4096])  # headers half written
     done = threading.Timer(0.5, os.replace, (whole.path, file_store.path))
     done.start()
     try:
         assert [s.session_id for s in file_store.read(SessionRow)] == ["ses_1"]
     finally:
         done.join()
+
+
+def test_runs_starting_at_once_on_a_new_database_all_write_to_it(file_store, tmp_path, monkeypatch):
+    """Eight runs starting at once had each failed with "not a valid DuckDB database file": one
+    process created the file, another took DuckDB's lock on it to read its headers, so the
+    creator could not lock it, and no process wrote them. This is the empty file it left."""
+    monkeypatch.setattr(storage, "CREATION_WAIT_S", 0.2)
+    (tmp_path / "glan.duckdb").write_bytes(b"")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_partition, args=(file_store.path, i)) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+    assert sorted(s.discipline for s in file_store.read(SessionRow)) == ["D0", "D1", "D2", "D3"]
+
+
+def _write_partition(path: str, i: int) -> None:
+    replace_partition(DuckDBStore(path=path), f"D{i}", [session(i, f"D{i}")])
 
 
 def test_a_file_that_is_not_a_database_is_an_error(file_store, tmp_path, monkeypatch):
