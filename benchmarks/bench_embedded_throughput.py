@@ -9,7 +9,13 @@ not counted. Its tokens are the completion tokens its materializations record; i
 the command's wall time, Python start-up, planning and the non-LLM levels included.
 
 The plain client (`openai.AsyncOpenAI`) then replays every request the build sent, read
-from the build's response cache, two ways:
+from the build's response cache. A replay samples anew, and a free-text reply is as long as
+its sample: replayed so, the replays' tokens differed from the build's by up to 10%, and once
+the client in dependency order beat the one with every request at once, which only other
+draws on the build's longest chain allow. So each free-text request is replayed at
+the length the build got (`min_tokens` = `max_tokens` = the build's reply in tokens, which
+the embedded server honours); structured requests, mostly greedy, are sent as they were, and
+the schema decides their end. Two ways:
 - all at once, C at a time: no request waits for another, which the build cannot do (a
   question needs its syllabus), so this is the server's ceiling for these requests;
 - in the build's dependency order, as a hand-written script would: per method, one stage
@@ -36,6 +42,7 @@ from pathlib import Path
 
 import dagster as dg
 import openai
+import transformers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,7 +157,9 @@ async def replay(base_url: str, model: str, requests: list[dict], concurrency: i
         nonlocal tokens, failed
         async with sem:
             try:
-                resp = await client.chat.completions.create(**body, model=model)
+                sent = dict(body)
+                extra = {"min_tokens": sent.pop("min_tokens")} if "min_tokens" in sent else None  # not an SDK argument
+                resp = await client.chat.completions.create(**sent, model=model, extra_body=extra)
                 tokens += resp.usage.completion_tokens
             except openai.OpenAIError:
                 failed += 1
@@ -167,6 +176,17 @@ async def replay(base_url: str, model: str, requests: list[dict], concurrency: i
     took = time.monotonic() - start
     await client.close()
     return took, tokens, failed
+
+
+def at_build_lengths(requests: list[dict], responses: list[dict], tokenizer) -> None:
+    """Fix each free-text request's length to the build's reply: all of `max_tokens` when it
+    was cut off there, else its text's tokens and the end-of-sequence token."""
+    for body, response in zip(requests, responses):
+        if "response_format" in body:
+            continue
+        if response.get("finish_reason") != "length":
+            body["max_tokens"] = len(tokenizer(response["text"], add_special_tokens=False).input_ids) + 1
+        body["min_tokens"] = body["max_tokens"]
 
 
 def main() -> None:
@@ -192,7 +212,9 @@ def main() -> None:
         with sqlite3.connect(root / "llm_cache.sqlite") as con:
             cached = con.execute("SELECT request, response FROM responses ORDER BY created_at").fetchall()
         requests = [json.loads(request) for request, _ in cached]
-        by_dependency = waves(requests, [json.loads(response)["text"] for _, response in cached])  # before `resample` is dropped
+        responses = [json.loads(response) for _, response in cached]
+        by_dependency = waves(requests, [r["text"] for r in responses])  # before `resample` is dropped
+        at_build_lengths(requests, responses, transformers.AutoTokenizer.from_pretrained(server.model))
         for body in requests:
             for key in (*CACHE_KEY_ONLY, "model"):  # the cache key's, not the request's
                 body.pop(key, None)

@@ -1,7 +1,7 @@
 """Patches to `transformers serve` under continuous batching, applied inside the embedded server.
 
 Out of the box the server samples every request with the first request's temperature and top_p,
-and ignores `response_format`. `install()` makes both per request:
+and ignores `response_format` and `min_tokens`. `install()` makes all three per request:
 
 - sampling: continuous batching supports per-request temperature and top_p; the server does not
   pass them. Here each request's values reach `add_request` through a context variable.
@@ -9,6 +9,10 @@ and ignores `response_format`. `install()` makes both per request:
   `resources.grammar.Constraint`, passed the same way, and a logits processor added to the batch
   masks each constrained request's logits to the tokens its schema allows, every decoding step.
   Requests without one are left as they were; one whose schema cannot be compiled gets a 400.
+- length: `min_tokens` (vLLM's field) keeps a request's end-of-sequence tokens out of reach
+  until it has generated that many, passed and applied the same way. With `max_tokens` equal
+  to it, a request is exactly that long: `benchmarks/bench_embedded_throughput.py` replays a
+  build's free-text requests at the lengths the build got.
 
 Importing this module needs the transformers internals it patches; `resources.embedded` serves
 unpatched when they are missing.
@@ -37,7 +41,9 @@ from resources import grammar
 # The request's compiled grammar, from the handler (which sees the body) to the generate manager
 # (which sees the tokenizer).
 _GRAMMAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("glan_grammar", default=None)
-# Extra `add_request` kwargs of the request being submitted: its sampling values and constraint.
+# The request's `min_tokens`, passed the same way.
+_MIN_TOKENS: contextvars.ContextVar[int] = contextvars.ContextVar("glan_min_tokens", default=0)
+# Extra `add_request` kwargs of the request being submitted: its sampling values, constraint and min_tokens.
 _REQUEST_KWARGS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("glan_request_kwargs", default={})
 
 
@@ -49,6 +55,7 @@ def install() -> None:
         (cb_config, "use_async_batching"),
         *((processors, n) for n in ("logits_processor", "tensors_required", "supported_keys", "do_processing")),
         (RequestState(request_id="", initial_tokens=[]), "_true_initial_tokens"),
+        (RequestState(request_id="", initial_tokens=[]), "_eos_token_ids"),
     ]:
         getattr(obj, name)  # the attributes the patches below read or set must exist
 
@@ -66,13 +73,15 @@ def install() -> None:
         body = dict(body)
         try:
             compiled = grammar.grammar_for(body.pop("response_format", None))
+            min_tokens = _min_tokens(body.pop("min_tokens", None), compiled)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        token = _GRAMMAR.set(compiled)
+        grammar_set, min_tokens_set = _GRAMMAR.set(compiled), _MIN_TOKENS.set(min_tokens)
         try:
             return await handle_request(self, body, request_id)
         finally:
-            _GRAMMAR.reset(token)
+            _GRAMMAR.reset(grammar_set)
+            _MIN_TOKENS.reset(min_tokens_set)
 
     def patched_init_cb(self: Any, model: Any, gen_config: Any) -> None:
         if self._cb is None:
@@ -109,12 +118,13 @@ def install() -> None:
     def patched_start(self: Any) -> None:
         # Before the batch processor exists: it sizes its argument storage from this list.
         processors = self.logit_processor
-        if not any(isinstance(p, GrammarLogitsProcessor) for p in processors.logits_processor):
-            # First, so that temperature and top_p act on the allowed tokens only.
-            processors.logits_processor.insert(0, GrammarLogitsProcessor())
-            processors.tensors_required += 1
-            processors.supported_keys.update(GrammarLogitsProcessor.supported_kwargs)
-            processors.do_processing = True
+        # First, so that temperature and top_p act on the allowed tokens only.
+        for processor in (MinTokensLogitsProcessor, GrammarLogitsProcessor):
+            if not any(isinstance(p, processor) for p in processors.logits_processor):
+                processors.logits_processor.insert(0, processor())
+                processors.tensors_required += 1
+                processors.supported_keys.update(processor.supported_kwargs)
+                processors.do_processing = True
         start(self)
 
     ChatCompletionHandler.handle_request = patched_handle_request
@@ -132,7 +142,21 @@ def _request_kwargs(processor: Any, gen_config: Any) -> dict[str, Any]:
         eos = gen_config.eos_token_id if gen_config.eos_token_id is not None else hf_tokenizer.eos_token_id
         eos_ids = tuple(eos) if isinstance(eos, list | tuple) else (eos,)
         kwargs["grammar"] = grammar.Constraint(grammar.tokenizer_for(hf_tokenizer, eos_ids), compiled)
+    if min_tokens := _MIN_TOKENS.get():
+        kwargs["min_tokens"] = min_tokens
     return kwargs
+
+
+def _min_tokens(raw: object, compiled: str | None) -> int:
+    """A request's `min_tokens`, 0 when absent."""
+    if raw is None:
+        return 0
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise ValueError(f"min_tokens must be a whole number of tokens, not {raw!r}")
+    if raw and compiled is not None:
+        # The schema decides where a structured reply ends; holding its end back leaves no token allowed.
+        raise ValueError("min_tokens cannot be combined with a response_format")
+    return raw
 
 
 def _request_sampling(gen_config: Any) -> dict[str, float]:
@@ -150,6 +174,37 @@ def _generated(state: RequestState) -> list[int]:
     if state._true_initial_tokens:
         return state.initial_tokens[state._true_initial_tokens :] + state.generated_tokens
     return state.generated_tokens
+
+
+class MinTokensLogitsProcessor(ContinuousBatchingLogitsProcessor):
+    """Keeps each request's end-of-sequence tokens out of reach until it has `min_tokens`."""
+
+    supported_kwargs: dict[str, type] = {"min_tokens": int}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        # Per row of the batch, the tokens that may not end it yet (one int32 argument per row
+        # cannot carry a set); safe, as batches are prepared and run one at a time (no async).
+        self._held: list[tuple[int, list[int]]] = []
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token: list[FutureRequestState]) -> torch.Tensor:
+        self._held = [
+            (row, sorted(request.state._eos_token_ids))
+            for row, request in enumerate(requests_with_new_token)
+            if len(_generated(request.state)) < request.state.logit_processor_kwargs.get("min_tokens", 0)
+        ]
+        return torch.zeros(len(requests_with_new_token), dtype=torch.int32)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        if not self._held:
+            return scores
+        scores = scores.clone()
+        for row, eos_ids in self._held:
+            scores[row, eos_ids] = float("-inf")
+        return scores
 
 
 class GrammarLogitsProcessor(ContinuousBatchingLogitsProcessor):

@@ -285,6 +285,38 @@ def test_unusable_response_format_is_refused(state_dir: Path) -> None:
 
 
 @pytest.mark.embedded
+def test_min_tokens_holds_the_end_of_a_reply_back(state_dir: Path) -> None:
+    endpoint = embedded.ensure_server(state_dir=state_dir)
+    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key="not-needed", timeout=300, max_retries=0)
+    greet = [{"role": "user", "content": "Say hi."}]
+
+    async def tokens(**extra: object) -> tuple[int, str]:
+        resp = await client.chat.completions.create(
+            model=endpoint.model, messages=greet, max_tokens=48, temperature=0.0, extra_body=extra or None
+        )
+        return resp.usage.completion_tokens, resp.choices[0].finish_reason
+
+    async def batched() -> list[tuple[int, str]]:
+        # In one batch: the request without min_tokens keeps its own, short, greedy end.
+        return await asyncio.gather(tokens(), tokens(min_tokens=48), tokens(min_tokens=40))
+
+    (free, free_end), exact, at_least = asyncio.run(batched())
+    assert free < 40 and free_end == "stop"  # the greedy greeting is short...
+    assert exact == (48, "length")  # ...held back, it runs to max_tokens
+    assert at_least[0] >= 40
+
+    def refused(**extra: object) -> str:
+        plain = openai.OpenAI(base_url=endpoint.base_url, api_key="not-needed", timeout=120, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as excinfo:
+            plain.chat.completions.create(model=endpoint.model, messages=greet, max_tokens=8, **extra)
+        return excinfo.value.response.text
+
+    assert "whole number" in refused(extra_body={"min_tokens": "many"})
+    # A schema decides where a structured reply ends.
+    assert "response_format" in refused(extra_body={"min_tokens": 4}, response_format={"type": "json_object"})
+
+
+@pytest.mark.embedded
 def test_stop_server_stops_it(state_dir: Path) -> None:
     embedded.ensure_server(state_dir=state_dir)
     root_url = embedded._read_state(state_dir)["root_url"]
