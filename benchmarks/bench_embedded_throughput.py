@@ -157,9 +157,7 @@ async def replay(base_url: str, model: str, requests: list[dict], concurrency: i
         nonlocal tokens, failed
         async with sem:
             try:
-                sent = dict(body)
-                extra = {"min_tokens": sent.pop("min_tokens")} if "min_tokens" in sent else None  # not an SDK argument
-                resp = await client.chat.completions.create(**sent, model=model, extra_body=extra)
+                resp = await client.chat.completions.create(**body, model=model)
                 tokens += resp.usage.completion_tokens
             except openai.OpenAIError:
                 failed += 1
@@ -186,7 +184,7 @@ def at_build_lengths(requests: list[dict], responses: list[dict], tokenizer) -> 
             continue
         if response.get("finish_reason") != "length":
             body["max_tokens"] = len(tokenizer(response["text"], add_special_tokens=False).input_ids) + 1
-        body["min_tokens"] = body["max_tokens"]
+        body["extra_body"] = {"min_tokens": body["max_tokens"]}  # not an argument of the SDK's own
 
 
 def main() -> None:
