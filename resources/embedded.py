@@ -333,15 +333,18 @@ def _last_use(state_dir: Path, started: float) -> float:
 
 
 def _transformers_serve(argv: list[str]) -> None:
+    # Unpatched, the server would sample every request like the first and ignore response_format:
+    # the small model's JSON then fails where a grammar would have held it. Refuse instead.
     try:
         from resources import serving_patches
 
         serving_patches.install()
     except (ImportError, AttributeError) as exc:
-        print(
-            f"[glan] transformers serve not patched ({exc}): the first request's sampling applies to all, "
-            "and response_format is ignored",
-            flush=True,
+        import transformers
+
+        sys.exit(
+            f"[glan] the embedded server cannot apply its patches to transformers {transformers.__version__} "
+            f"({exc}); install the version pyproject.toml pins: make setup"
         )
     from transformers.cli.transformers import app  # not main(): that first checks PyPI for updates
 

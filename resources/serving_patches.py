@@ -14,8 +14,9 @@ and ignores `response_format` and `min_tokens`. `install()` makes all three per 
   to it, a request is exactly that long: `benchmarks/bench_embedded_throughput.py` replays a
   build's free-text requests at the lengths the build got.
 
-Importing this module needs the transformers internals it patches; `resources.embedded` serves
-unpatched when they are missing.
+Importing this module needs the transformers internals it patches, which change between releases:
+pyproject.toml pins the version they were written for, and `resources.embedded` refuses to serve
+when they are missing.
 """
 
 from __future__ import annotations

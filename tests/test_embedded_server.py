@@ -48,6 +48,20 @@ def test_existing_directory_is_used_as_is(tmp_path: Path) -> None:
     assert local_model_dir(str(tmp_path)) == tmp_path
 
 
+def test_the_server_refuses_to_start_without_its_patches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A transformers release that moved an internal would otherwise serve without grammars.
+    from resources import serving_patches
+
+    def missing() -> None:
+        raise AttributeError("no attribute 'per_request_processors'")
+
+    monkeypatch.setattr(serving_patches, "install", missing)
+    with pytest.raises(SystemExit) as excinfo:
+        embedded.main(["transformers-serve", "--port", "1"])
+    message = str(excinfo.value.code)
+    assert "per_request_processors" in message and "make setup" in message
+
+
 def _json_schema(model: type[BaseModel]) -> dict:
     return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": model.model_json_schema()}}
 
