@@ -165,14 +165,16 @@ def choose_graph_setting(page: Page, item: str) -> None:
 
 
 def test_the_asset_graph_shows_every_level_top_to_bottom_in_method_order(ui, page):
+    graph_loaded = page.get_by_text("generation", exact=True).first  # the menu lists groups once loaded
     page.goto(f"{ui.url}/asset-groups")
-    expect(page.get_by_text("generation", exact=True).first).to_be_visible()
+    expect(graph_loaded).to_be_visible()
     # Dagster keeps the direction per browser, in the graph's settings menu (default left
     # to right); there is no setting for it in code.
     choose_graph_setting(page, "Change graph to vertical orientation")
     # The graph opens at zoom 1 and draws only what is in view: make room for every level.
     page.set_viewport_size({"width": 1600, "height": 2400})
     page.reload()
+    expect(graph_loaded).to_be_visible()
     # After the reload: on a loaded machine the expanded groups did not always outlive it.
     choose_graph_setting(page, "Expand all groups")
     page.keyboard.press("Escape")  # the menu stays open over the graph

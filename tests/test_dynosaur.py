@@ -385,7 +385,7 @@ def test_the_dataset_sensor_registers_the_datasets_and_asks_for_their_runs(proje
         with dg.build_sensor_context(
             instance_ref=instance.get_ref(), resources=resources_from_env(project.env), definitions=definitions
         ) as context:
-            result = definitions.get_sensor_def("dataset_sensor").evaluate_tick(context)
+            result = definitions.resolve_sensor_def("dataset_sensor").evaluate_tick(context)
     finally:
         instance.dispose()
 

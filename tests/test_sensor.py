@@ -38,7 +38,7 @@ def tick(project, **env: str):
     with dg.build_sensor_context(
         instance_ref=project.instance.get_ref(), resources=resources_from_env(project.env | env), definitions=definitions
     ) as context:
-        result = definitions.get_sensor_def("taxonomy_sensor").evaluate_tick(context)
+        result = definitions.resolve_sensor_def("taxonomy_sensor").evaluate_tick(context)
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -122,7 +122,7 @@ def test_an_edited_description_rebuilds_only_that_discipline_from_its_taxonomy_l
 
 def test_the_sensor_and_its_job_are_in_the_code_location():
     definitions = defs()
-    assert definitions.get_sensor_def("taxonomy_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert definitions.resolve_sensor_def("taxonomy_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     job = definitions.resolve_job_def("build_discipline")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == set(GLAN)
 

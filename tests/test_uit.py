@@ -371,7 +371,7 @@ def test_the_collection_sensor_adds_partitions_and_asks_for_their_runs(uit_proje
         with dg.build_sensor_context(
             instance_ref=instance.get_ref(), resources=uit_project.resources(), definitions=definitions
         ) as context:
-            result = definitions.get_sensor_def("collection_sensor").evaluate_tick(context)
+            result = definitions.resolve_sensor_def("collection_sensor").evaluate_tick(context)
     finally:
         instance.dispose()
     (added,) = result.dynamic_partitions_requests
