@@ -177,27 +177,37 @@ def _generated(state: RequestState) -> list[int]:
     return state.generated_tokens
 
 
-class MinTokensLogitsProcessor(ContinuousBatchingLogitsProcessor):
-    """Keeps each request's end-of-sequence tokens out of reach until it has `min_tokens`."""
+class _HostStateProcessor(ContinuousBatchingLogitsProcessor):
+    """A processor whose per-row state stays on the host from `prepare` to `__call__`: one int32
+    argument per row cannot carry it. Safe, as batches are prepared and run one at a time (no async)."""
 
-    supported_kwargs: dict[str, type] = {"min_tokens": int}
     ignored_kwargs: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        # Per row of the batch, the tokens that may not end it yet (one int32 argument per row
-        # cannot carry a set); safe, as batches are prepared and run one at a time (no async).
-        self._held: list[tuple[int, list[int]]] = []
 
     def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
         int32_tensor.fill_(0)
 
     def prepare_tensor_args(self, requests_with_new_token: list[FutureRequestState]) -> torch.Tensor:
+        self.prepare(requests_with_new_token)
+        return torch.zeros(len(requests_with_new_token), dtype=torch.int32)
+
+    def prepare(self, requests_with_new_token: list[FutureRequestState]) -> None:
+        raise NotImplementedError
+
+
+class MinTokensLogitsProcessor(_HostStateProcessor):
+    """Keeps each request's end-of-sequence tokens out of reach until it has `min_tokens`."""
+
+    supported_kwargs: dict[str, type] = {"min_tokens": int}
+
+    def __init__(self) -> None:
+        self._held: list[tuple[int, list[int]]] = []  # per row, the tokens that may not end it yet
+
+    def prepare(self, requests_with_new_token: list[FutureRequestState]) -> None:
         self._held = [
             (row, sorted(request.state._eos_token_ids))
             for row, request in enumerate(requests_with_new_token)
             if len(_generated(request.state)) < request.state.logit_processor_kwargs.get("min_tokens", 0)
         ]
-        return torch.zeros(len(requests_with_new_token), dtype=torch.int32)
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         if not self._held:
@@ -208,21 +218,15 @@ class MinTokensLogitsProcessor(ContinuousBatchingLogitsProcessor):
         return scores
 
 
-class GrammarLogitsProcessor(ContinuousBatchingLogitsProcessor):
+class GrammarLogitsProcessor(_HostStateProcessor):
     """Masks each constrained request's logits to the tokens its grammar allows next."""
 
     supported_kwargs: dict[str, type] = {"grammar": grammar.Constraint}
-    ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        # The batch's bitmask, from prepare_tensor_args to __call__: one int32 argument per row
-        # cannot carry it. Safe because batches are prepared and run one at a time (no async).
-        self._bitmask: torch.Tensor | None = None
+        self._bitmask: torch.Tensor | None = None  # the batch's
 
-    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
-        int32_tensor.fill_(0)
-
-    def prepare_tensor_args(self, requests_with_new_token: list[FutureRequestState]) -> torch.Tensor:
+    def prepare(self, requests_with_new_token: list[FutureRequestState]) -> None:
         constraints, remaining = [], []
         for request in requests_with_new_token:
             state = request.state
@@ -237,7 +241,6 @@ class GrammarLogitsProcessor(ContinuousBatchingLogitsProcessor):
             budget = state.max_new_tokens if state.max_new_tokens is not None else 2**31
             remaining.append(budget - len(state.generated_tokens))
         self._bitmask = grammar.token_bitmask(constraints, remaining)
-        return torch.zeros(len(requests_with_new_token), dtype=torch.int32)
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         if self._bitmask is None:  # nothing constrained in this batch
