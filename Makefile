@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup lock demo test browser-deps db-deps queue-deps dev clean
+.PHONY: setup lock demo test browser-deps db-deps queue-deps proxy-deps dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,12 @@ db-deps:
 queue-deps:
 	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 
+# nginx, the authenticating TLS proxy in front of the webserver (deploy/proxy/), and openssl for
+# the test's self-signed certificate: Debian's packages; tests/test_distributed.py starts a
+# throwaway proxy on 127.0.0.1 itself.
+proxy-deps:
+	{ command -v /usr/sbin/nginx && command -v openssl; } >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx openssl)
+
 # After changing pyproject.toml's dependencies: the newest versions that satisfy it, into a
 # fresh .venv and constraints.txt. Run `make test` on the result before committing it.
 lock:
@@ -43,7 +49,7 @@ lock:
 demo: setup
 	$(BIN)/glan build
 
-test: setup browser-deps db-deps queue-deps
+test: setup browser-deps db-deps queue-deps proxy-deps
 	$(BIN)/python -m pytest -q
 
 dev: setup
