@@ -16,6 +16,7 @@ import base64
 import copy
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -621,3 +622,30 @@ def test_dagster_dev_exits_promptly_on_sigterm_to_its_group(project, fake_llm, t
         assert proc.returncode is not None and leader_s <= 30, f"dagster dev still running {leader_s:.0f} s after SIGTERM"
     finally:
         stop(proc, signal.SIGKILL, timeout=10)
+
+
+def test_kubernetes_values_write_no_secret_and_glan_accepts_their_settings():
+    """deploy/k8s/values.yaml holds no password, and the environment it gives the code location
+    is one glan's settings accept: a DuckLake catalog DSN without a password, over TLS (it
+    once showed a DSN with `password=`, which glan refuses)."""
+    from glan_assets.settings import Settings
+
+    def leaves(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                yield from leaves(v, key)
+        else:
+            yield key, node
+
+    values = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    written = [(k, v) for k, v in leaves(values) if isinstance(v, str) and (
+        "password" in k.lower() or re.search(r"(^|\s|[?&])password\s*=|://[^/@]*:[^/@]*@", v))]  # as glan checks a DSN
+    assert not written, f"passwords written in values.yaml: {written}"
+    (glan,) = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e["value"] for e in glan["env"]}
+    store = Settings.from_env(env).store()
+    assert store.backend == "ducklake" and "sslmode=require" in store.catalog_dsn
+    assert values["postgresql"]["postgresqlParams"] == {"sslmode": "require"}
