@@ -192,12 +192,11 @@ def postgres(tls):
         for refused in ({"password": PG_PASSWORD, "sslmode": "disable"}, {"password": "wrong", "sslmode": "require"}):
             with pytest.raises(psycopg2.OperationalError):
                 psycopg2.connect(**address, dbname="dagster", **refused)
-        pgpass = Path(tempfile.mkdtemp(prefix="glan-pgpass-")) / "pgpass"
+        pgpass = root / "pgpass"  # the test's user owns it (libpq ignores a .pgpass others can read)
         pgpass.write_text(f"127.0.0.1:{port}:*:postgres:{PG_PASSWORD}\n")
-        pgpass.chmod(0o600)  # libpq ignores a .pgpass others can read
+        pgpass.chmod(0o600)
         yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": "postgres",
                "DAGSTER_PG_DB": "dagster", "PGPASSFILE": str(pgpass)}
-        shutil.rmtree(pgpass.parent, ignore_errors=True)
     finally:
         stop(proc, signal.SIGINT)  # fast shutdown
         shutil.rmtree(root, ignore_errors=True)
@@ -241,11 +240,9 @@ def nginx_bin() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
 
-def start_proxy(tls: tuple[Path, Path], upstream: int, log: Path) -> tuple[subprocess.Popen, int, Path]:
+def start_proxy(root: Path, tls: tuple[Path, Path], upstream: int, log: Path) -> tuple[subprocess.Popen, int]:
     """nginx with deploy/proxy/glan.conf on 127.0.0.1 in front of the webserver's port: the
     shipped file, with this test's port, certificate and password file put in its place."""
-    nginx = nginx_bin()
-    root = Path(tempfile.mkdtemp(prefix="glan-proxy-"))
     root.chmod(0o755)  # nginx's workers run as www-data when the test runs as root
     htpasswd = root / "glan.htpasswd"
     hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=UI_PASSWORD, text=True,
@@ -270,9 +267,9 @@ def start_proxy(tls: tuple[Path, Path], upstream: int, log: Path) -> tuple[subpr
         + f"daemon off;\npid {root}/nginx.pid;\nerror_log {log};\nevents {{ worker_connections 256; }}\n"
         f"http {{ access_log {root}/access.log; {temp} include {root}/glan.conf; }}\n"
     )
-    proc = start([nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(log)], log)
+    proc = start([nginx_bin(), "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(log)], log)
     wait_for_port(port, 30, proc)
-    return proc, port, root
+    return proc, port
 
 
 def https(port: int, cert: Path, path: str, auth: tuple[str, str] | None = None, body: dict | None = None):
@@ -316,7 +313,9 @@ def graphql_websocket(port: int, cert: Path, auth: tuple[str, str] | None) -> tu
         mask = os.urandom(4)  # a client's frames are masked (RFC 6455); this one is short (< 126 bytes)
         sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
         while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F):
-            rest += sock.recv(4096)
+            chunk = sock.recv(4096)
+            assert chunk, f"the websocket closed before answering: {rest!r}"
+            rest += chunk
         assert rest[0] == 0x81 and rest[1] < 126, rest  # one unmasked, short text frame
         return status, json.loads(rest[2:2 + rest[1]])
 
@@ -413,6 +412,8 @@ def test_backfill_through_the_proxy_keeps_every_limit_and_lets_no_one_else_in(
         project, fake_llm, postgres, redis, tls, tmp_path, monkeypatch):
     from dagster._core.instance.ref import InstanceRef
 
+    if not nginx_bin():
+        pytest.skip("nginx is not installed (make proxy-deps)")
     project.taxonomy.write_text(taxonomy(DISCIPLINES))
     fake_llm.delay_s = 0.3
     times = RequestTimes(fake_llm)
@@ -447,7 +448,7 @@ def test_backfill_through_the_proxy_keeps_every_limit_and_lets_no_one_else_in(
                       "--concurrency=1", "--pool=prefork"], logs / f"{name}.log", env=worker_env, cwd=REPO)
 
     procs: list[subprocess.Popen] = []
-    proxy_root = None
+    proxy_root = Path(tempfile.mkdtemp(prefix="glan-proxy-"))  # outside tmp_path: nginx's workers must reach it
     try:
         # A worker that knows where the broker is, but not its password, starts first.
         procs.append(worker("intruder", {**env, "CELERY_BROKER_URL": redis(0, "wrong"),
@@ -458,7 +459,7 @@ def test_backfill_through_the_proxy_keeps_every_limit_and_lets_no_one_else_in(
         web_port = free_port()
         procs.append(start([str(BIN / "dagster-webserver"), "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(web_port)],
                            logs / "webserver.log", env=env, cwd=REPO))
-        proxy, proxy_port, proxy_root = start_proxy(tls, web_port, logs / "nginx.log")
+        proxy, proxy_port = start_proxy(proxy_root, tls, web_port, logs / "nginx.log")
         procs.append(proxy)
 
         user, cert = (UI_USER, UI_PASSWORD), tls[0]
@@ -500,8 +501,8 @@ def test_backfill_through_the_proxy_keeps_every_limit_and_lets_no_one_else_in(
     finally:
         for p in reversed(procs):
             stop(p)
-    if proxy_root:
-        shutil.copy(proxy_root / "access.log", logs / "nginx-access.log")
+        if (proxy_root / "access.log").exists():
+            shutil.copy(proxy_root / "access.log", logs / "nginx-access.log")
         shutil.rmtree(proxy_root, ignore_errors=True)
     request_spans = list(times.spans)
 
