@@ -8,7 +8,8 @@ prompt's worked example, which small models repeat instead of reading their inpu
 
 **A value that only a repair closes is not data.** json-repair mends almost-JSON (trailing
 commas, single quotes, prose around it) and also JSON cut off mid-reply, whose last value it
-closes where the text stopped: 'Stub method history law 7f3a' came back as 'Stub method'.
+closes where the text stopped: a key concept 'Stub method history law 7f3a…' was stored as
+'Stub method history'.
 The two are told apart by where the text ends, not by whether json-repair changed it: a
 scan of the text (`_open_at_end`) follows its strings (double-quoted, or single-quoted where
 a value starts), arrays and objects, and lists those still open where the text ends. None
@@ -17,8 +18,10 @@ Some open: the reply was cut (`Parsed.cut`). Then the text is cut again at the s
 first list item still open (or of any open string above the items), the containers above the
 items are closed there, and that prefix is what is parsed: every value the repair would have
 closed is left out, the complete items are kept. The cut item is `dropped` with its text as
-written; a list cut between items gets a `dropped` entry saying later items may be missing.
-With no complete item left, the reply is `Cut`. The stage asks a cut reply again.
+written (in JSON lines, the cut last line); a list cut between items gets a `dropped` entry
+saying later items may be missing. With no complete item left, the reply is `Cut`. The stage
+asks a cut reply again. What the scan cannot see: JSON lines cut exactly at a line's end, and
+a string whose unescaped inner quotes are odd in number (it may read as open: asked again).
 """
 
 import json
@@ -58,7 +61,7 @@ class Dropped:
     """One item of a listed output that did not validate."""
 
     index: int  # 1-based position in the list the model wrote
-    raw: str  # the item as JSON
+    raw: str  # the item as JSON; a cut item, its text as written
     reason: str
 
 
@@ -154,9 +157,6 @@ def _candidates(text: str) -> list[_Candidate]:
     return found
 
 
-_DANGLING = re.compile(r"""[,\s]*(?:(?:"(?:[^"\\]|\\.)*"|'[^']*')\s*:\s*)?$""")
-
-
 def _complete_part(candidate: _Candidate, schema: type[BaseModel]) -> tuple[object, list[str], bool]:
     """The candidate's value without what a repair closed; the text of each list item so left
     out; whether its list was left open where the text ended (later items may be missing).
@@ -181,10 +181,9 @@ def _complete_part(candidate: _Candidate, schema: type[BaseModel]) -> tuple[obje
     while keep < min(depth, len(opened)) and opened[keep][0] in "{[":
         keep += 1
     cut = opened[keep][1] if keep < len(opened) else len(candidate.text)
-    head = _DANGLING.sub("", candidate.text[:cut])
     closing = "".join("}" if c == "{" else "]" for c, _ in reversed(opened[:keep]))
-    try:
-        value = json_repair.loads(head + closing)
+    try:  # json-repair mends what the cut leaves at the end of the head: a comma, a key
+        value = json_repair.loads(candidate.text[:cut] + closing)
     except Exception:
         return None, [], False
     items = [candidate.text[cut:]] if keep == depth and keep < len(opened) else []

@@ -23,6 +23,7 @@ from glan_assets.parsing import (
     Cut,
     Dropped,
     ExampleCopied,
+    Parsed,
     ParseError,
     example_echoes,
     parse_structured,
@@ -122,13 +123,14 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
     # cut reply, free text) keys itself with the attempt; one that changes them needs no key.
     resample = 0
     cut = False  # the last attempt's reply was cut off
+    partial: tuple[str, Parsed] | None = None  # the latest cut reply with complete items, parsed
     for attempt in range(1, attempts + 1):
         # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
         asked = sampling if attempt == 1 else sampling.model_copy(update={"temperature": max(sampling.temperature, 0.8)})
         try:
             done = await session.complete(session.body(messages, asked, request.sample_index, schema, resample), asked)
-        except PromptTooLong as exc:  # asking again would only make it longer
-            return Reply(request, error=str(exc), attempts=attempt)
+        except PromptTooLong as exc:  # not sent; asking again would only make it longer
+            return Reply(request, error=str(exc), attempts=attempt - 1)
         except (EndpointTimeout, EndpointError) as exc:
             return Reply(request, error=str(exc), attempts=attempt)
         text = done.text
@@ -168,10 +170,13 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             ]
             continue
         if parsed.cut and attempt < attempts:
-            # Its complete items are kept only from the last attempt: an uncut reply may come.
-            error, cut, resample = CUT, True, attempt
+            # Its complete items are kept if no uncut reply comes in the attempts left.
+            error, cut, resample, partial = CUT, True, attempt, (text, parsed)
             continue
         return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
+    if partial is not None:
+        text, parsed = partial
+        return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempts)
     if not structured or cut:
         return Reply(request, text=text, error=error, attempts=attempts)
     return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)

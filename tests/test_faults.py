@@ -175,7 +175,7 @@ def test_an_instruction_of_a_megabyte_is_a_reject_and_never_sent(project, fake_l
     (refused,) = [r for r in store.read(RejectRow, "big") if "prompt too long" in r.reason]
     size = int(re.search(r"prompt too long: ([\d,]+) characters", refused.reason).group(1).replace(",", ""))
     assert size > 1_000_000 and "over the cap of 100,000" in refused.reason
-    assert (refused.asset, refused.attempts) == ("uit_candidates", 1)
+    assert (refused.asset, refused.attempts) == ("uit_candidates", 0)  # none sent
     assert len(store.read(CandidateRow, "big")) == 1
     assert {u.output for u in store.read(UnifiedRow, "big")} == {"positive", "negative"}
 

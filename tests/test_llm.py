@@ -23,7 +23,7 @@ from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError
 from glan_assets.stages import Request
 from resources.llm import EndpointUnreachable
-from resources.storage import DuckDBStore
+from resources.storage import DuckDBStore, to_arrow
 from tests.conftest import Project
 from tests.fault_llm import FaultyLLM
 
@@ -251,19 +251,30 @@ def test_a_json_reply_cut_on_every_attempt_keeps_its_complete_items_and_rejects_
     assert reject.reason.startswith(f"item {cut.index} dropped: truncated") and reject.raw_output == cut.raw
 
 
+def test_a_cut_reply_keeps_its_complete_items_when_the_attempts_after_it_fail(project):
+    with FaultyLLM(kinds=("cut", "wrong_content", "wrong_content"), every=1) as endpoint:
+        llm = llm_from_env(project.env | {"OPENAI_BASE_URL": endpoint.base_url})
+        (reply,) = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)]).replies
+
+    assert [e["fault"] for e in endpoint.log] == ["cut", "wrong_content", "wrong_content"]
+    assert reply.ok and reply.attempts == 3 and reply.text == endpoint.log[0]["full"][: len(endpoint.log[0]["full"]) // 2]
+    assert reply.value.sessions and all(s in leaves(json.loads(endpoint.log[0]["full"])) for s in leaves(reply.value.model_dump()))
+    assert reply.dropped[-1].reason.startswith("truncated")
+
+
 def test_an_oversized_prompt_is_a_reject_never_a_request(project, fake_llm):
     llm = llm_from_env(project.env | {"GLAN_MAX_PROMPT_CHARS": "1000"})
     huge = [{"role": "user", "content": "x" * 5000}]
 
     big, small = stages.run(llm, RESPOND, [Request("big", huge), Request("q1", ASK)]).replies
 
-    assert (big.ok, big.attempts) == (False, 1)
+    assert (big.ok, big.attempts) == (False, 0)  # attempts sent
     assert big.error == "prompt too long: 5,000 characters, over the cap of 1,000 (GLAN_MAX_PROMPT_CHARS); not sent"
     assert small.ok and [r["messages"] for r in fake_llm.requests] == [ASK]  # the small one only
     assert llm_from_env(project.env).max_prompt_chars == 100_000  # the default
 
 
-def test_the_settings_know_every_secret_and_redaction_masks_them():
+def test_the_settings_know_every_secret_and_redaction_masks_them(caplog):
     from resources import redact
 
     env = {
@@ -278,6 +289,19 @@ def test_the_settings_know_every_secret_and_redaction_masks_them():
         assert redact.redact(f"said {value}!") == "said ***!"  # from_env registered them
     redact.register("short")  # too short to tell from words: "test" would mask every test split
     assert redact.redact("a short text") == "a short text"
+    row = SessionRow(session_id="s", syllabus_id="y", discipline="d", session_index=1, title="see pg-password-1",
+                     key_concepts=["dagster-pw-2 here", "clean"], extracted_by="m")
+    (written,) = to_arrow(SessionRow, [row]).to_pylist()  # what every store write and release gets
+    assert (written["title"], written["key_concepts"]) == ("see ***", ["*** here", "clean"])
+    with caplog.at_level(logging.INFO):
+        dg.get_dagster_logger("glan.test").warning("the endpoint said %s", "Bearer sk-settings-key-123")
+        try:
+            raise RuntimeError("failed with backend-pw-4")
+        except RuntimeError:
+            logging.getLogger("glan.test").exception("oops")
+    said, failed = caplog.records[-2:]
+    assert said.getMessage() == "the endpoint said Bearer ***"
+    assert "backend-pw-4" not in logging.Formatter().format(failed) and "failed with ***" in failed.exc_text
 
 
 def test_an_endpoint_that_echoes_the_key_leaves_it_nowhere(tmp_path):
