@@ -271,7 +271,11 @@ def example_echoes(messages: list[dict]) -> frozenset[str]:
     """
     request = " ".join(messages[-1]["content"].lower().split())
     shown = [
-        s for m in messages[:-1] if m["role"] == "assistant" for c in _candidates(m["content"]) for s in _strings(c.value)
+        s
+        for m in messages[:-1]
+        if m["role"] == "assistant"
+        for c in _candidates(m["content"])
+        for s in _strings(c.value)
     ]
     return frozenset(s for s in shown if s not in request)
 

@@ -218,7 +218,9 @@ class Settings:
             max_retries=int(self._number("GLAN_MAX_RETRIES", 6)),
             slow_request_s=self._number("GLAN_SLOW_REQUEST", 60.0),
             parse_attempts=int(self._number("GLAN_PARSE_ATTEMPTS", 3)),
-            max_prompt_chars=int(self._number("GLAN_MAX_PROMPT_CHARS", LLMResource.model_fields["max_prompt_chars"].default)),
+            max_prompt_chars=int(
+                self._number("GLAN_MAX_PROMPT_CHARS", LLMResource.model_fields["max_prompt_chars"].default)
+            ),
             structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
             cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
             stages=self.stage_sampling(),

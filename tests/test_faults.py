@@ -164,7 +164,8 @@ def test_an_instruction_of_a_megabyte_is_a_reject_and_never_sent(project, fake_l
     (project.root / "collections.yaml").write_text(f"collections:\n  - name: big\n    path: {collection}\n")
     project.env["GLAN_CANDIDATES_PER_TASK"] = "1"
     monkeypatch.setenv("GLAN_CANDIDATES_PER_TASK", "1")
-    plan = plan_build(project.instance, project.resources(), only={"collection": ("big",)}, until="instructions_unified")
+    plan = plan_build(project.instance, project.resources(), only={"collection": ("big",)},
+                      until="instructions_unified")
 
     (summary,) = build(project.instance, plan.partitions, workers=1)
 

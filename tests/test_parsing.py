@@ -33,7 +33,8 @@ def test_tolerant_parsing(text):
 
 SESSIONS_TEXT = (
     '{"sessions": [{"title": "Stub method [1] \\"basics\\"", "key_concepts": ["Stub method history law 7f3a9c", "b"]}, '
-    '{"title": "Second session", "key_concepts": ["Stub method history law 7f3a9c", "Stub method history law 8e21d0"]}]}'
+    '{"title": "Second session", "key_concepts": ["Stub method history law 7f3a9c", '
+    '"Stub method history law 8e21d0"]}]}'
 )
 
 
