@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 
@@ -21,6 +22,7 @@ from glan_assets.glan.resources import GenerationSettings
 from glan_assets.registry import LEVELS, stages
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.uit.resources import UITSettings
+from resources import redact
 from resources.llm import LLMResource, Sampling
 from resources.storage import DuckDBStore
 
@@ -73,7 +75,7 @@ PROFILES = {
 # Read by name here; the embedded server's variables are read where the server starts.
 PLAIN_VARIABLES = {
     "GLAN_PROFILE", "GLAN_TAXONOMY", "GLAN_DB", "GLAN_CACHE", "GLAN_MODEL", "GLAN_PRICE",
-    "GLAN_MAX_TOKENS", "GLAN_MAX_TEMPERATURE", "GLAN_MAX_CONCURRENCY", "GLAN_PARSE_ATTEMPTS",
+    "GLAN_MAX_TOKENS", "GLAN_MAX_TEMPERATURE", "GLAN_MAX_CONCURRENCY", "GLAN_PARSE_ATTEMPTS", "GLAN_MAX_PROMPT_CHARS",
     "GLAN_STRUCTURED_OUTPUTS", "GLAN_REQUEST_TIMEOUT", "GLAN_MAX_RETRIES", "GLAN_SLOW_REQUEST",
     "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS", "GLAN_COLLECTIONS", "GLAN_DATASETS",
     "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
@@ -82,6 +84,10 @@ PLAIN_VARIABLES = {
 # GLAN_STORAGE: the tables' backend; ducklake also needs GLAN_CATALOG_DSN and GLAN_DATA_PATH.
 STORAGE_BACKENDS = ("duckdb", "ducklake")
 STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE")
+# Secrets redacted from every stored or logged text (`resources.redact`): whole values, and
+# the password inside URLs (the Celery broker and backend, an endpoint with credentials).
+SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD")
+SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_URL")
 
 
 class SettingsError(ValueError):
@@ -128,7 +134,20 @@ class Settings:
                 f"unknown setting {', '.join(unknown)}; see the README's Configuration table for the "
                 "GLAN_* variables"
             )
-        return cls(env, PROFILES[name])
+        settings = cls(env, PROFILES[name])
+        redact.register(*settings.secrets())
+        return settings
+
+    def secrets(self) -> list[str]:
+        """The secret values the environment holds (`SECRET_VARIABLES`, `SECRET_URLS`)."""
+        found = [self.env.get(var, "") for var in SECRET_VARIABLES]
+        for var in SECRET_URLS:
+            try:
+                password = urlsplit(self.env.get(var, "")).password or ""
+            except ValueError:  # not a URL: nothing to find in it
+                continue
+            found += [password, unquote(password)]
+        return [v for v in found if v]
 
     @property
     def db_path(self) -> Path:
@@ -199,6 +218,9 @@ class Settings:
             max_retries=int(self._number("GLAN_MAX_RETRIES", 6)),
             slow_request_s=self._number("GLAN_SLOW_REQUEST", 60.0),
             parse_attempts=int(self._number("GLAN_PARSE_ATTEMPTS", 3)),
+            max_prompt_chars=int(
+                self._number("GLAN_MAX_PROMPT_CHARS", LLMResource.model_fields["max_prompt_chars"].default)
+            ),
             structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
             cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
             stages=self.stage_sampling(),

@@ -4,8 +4,11 @@ free text), its default sampling and the version of its parser.
 `run` hands a stage's requests to the transport (`resources.llm`) and turns the replies
 into values: free text must not be empty or cut off; structured output is parsed tolerantly
 (`glan_assets.parsing`) and re-asked a bounded number of times; what still fails comes
-back as an error for the rejects table. Prompt and parser are versioned apart, so a parser
-fix re-parses cached responses without new calls.
+back as an error for the rejects table. A reply that was cut off (at max_tokens, or JSON that
+ends inside a value) is asked again with the same messages, each attempt cached under its own
+key. A prompt over the resource's `max_prompt_chars` is an error at once, never sent or
+re-asked. Prompt and parser are versioned apart, so a parser fix re-parses cached responses
+without new calls.
 """
 
 import asyncio
@@ -14,9 +17,13 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from glan_assets.parsing import (
+    CUT,
+    RULES_VERSION,
     TRUNCATED,
+    Cut,
     Dropped,
     ExampleCopied,
+    Parsed,
     ParseError,
     example_echoes,
     parse_structured,
@@ -30,6 +37,7 @@ from resources.llm import (
     EndpointUnreachable,
     LLMResource,
     LLMSession,
+    PromptTooLong,
     Sampling,
 )
 
@@ -78,6 +86,8 @@ def code_version(*stages: Stage, logic: str = "1") -> str:
     for stage in stages:
         if stage.parser_version != "1":
             parts.append(f"s{stage.parser_version}")
+        if stage.schema is not None and RULES_VERSION != "1":
+            parts.append(f"j{RULES_VERSION}")
         parts += [p.version for p in stage.prompts]
     return "-".join(parts)
 
@@ -109,19 +119,23 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
     stated = f"matching this schema: {schema_hint(stage.schema)}" if structured else ""
     form = "in the form of the example above" if shown or not structured else stated
     messages, error, text = list(request.messages), "", ""
+    # Which sample of the same messages an attempt is: a re-ask that repeats its messages (a
+    # cut reply, free text) keys itself with the attempt; one that changes them needs no key.
+    resample = 0
+    cut = False  # the last attempt's reply was cut off
+    partial: tuple[str, Parsed] | None = None  # the latest cut reply with complete items, parsed
     for attempt in range(1, attempts + 1):
         # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
         asked = sampling if attempt == 1 else sampling.model_copy(update={"temperature": max(sampling.temperature, 0.8)})
         try:
-            done = await session.complete(
-                # A re-ask of structured output carries the reply it corrects, so it keys itself.
-                session.body(messages, asked, request.sample_index, schema, resample=0 if structured else attempt - 1),
-                asked,
-            )
+            done = await session.complete(session.body(messages, asked, request.sample_index, schema, resample), asked)
+        except PromptTooLong as exc:  # not sent; asking again would only make it longer
+            return Reply(request, error=str(exc), attempts=attempt - 1)
         except (EndpointTimeout, EndpointError) as exc:
             return Reply(request, error=str(exc), attempts=attempt)
         text = done.text
         if not structured:
+            resample = attempt
             if done.finish_reason == "length":
                 complete = text.rsplit("\n", 1)[0] if stage.keeps_cut_lines and "\n" in text else ""
                 if complete.strip():
@@ -136,22 +150,34 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             continue
         try:
             parsed = parse_structured(text, stage.schema, echoes, truncated=done.finish_reason == "length")
-            return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
+        except Cut as exc:
+            # Cut off before any item was complete: the same messages again, as for free text.
+            error, cut, resample = str(exc), True, attempt
+            continue
         except ExampleCopied as exc:
-            error = str(exc)
+            error, cut, resample = str(exc), False, 0
             # Shown the example (or its copy) again, a small model copies it again: the embedded
             # model did so on all 3 attempts for a thin subject list. Asked without it, it has
             # only the input to draw on; the schema, constrained or stated, gives the form.
             messages = without_examples(request.messages, f"Reply with only the JSON, {stated}")
             continue
         except ParseError as exc:
-            error = str(exc)
-        messages = [
-            *request.messages,
-            {"role": "assistant", "content": text},
-            {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
-        ]
-    if not structured:
+            error, cut, resample = str(exc), False, 0
+            messages = [
+                *request.messages,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": f"That could not be used ({error}). Reply with only the JSON, {form}."},
+            ]
+            continue
+        if parsed.cut and attempt < attempts:
+            # Its complete items are kept if no uncut reply comes in the attempts left.
+            error, cut, resample, partial = CUT, True, attempt, (text, parsed)
+            continue
+        return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempt)
+    if partial is not None:
+        text, parsed = partial
+        return Reply(request, text=text, value=parsed.value, dropped=parsed.dropped, attempts=attempts)
+    if not structured or cut:
         return Reply(request, text=text, error=error, attempts=attempts)
     return Reply(request, text=text, error=f"unparseable after {attempts} attempts: {error}", attempts=attempts)
 

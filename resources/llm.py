@@ -12,6 +12,11 @@ Chat completions are POSTed with aiohttp, not the `openai` SDK: the SDK's per-re
 requests/s with 256 in flight on 2 cores, where a bare aiohttp client reached 1,009
 (`benchmarks/bench_orchestration.py`). A stage sends one kind of request and reads three
 fields of the reply, so the SDK's types bought nothing here.
+
+Every text that comes back from the endpoint (completions, error bodies, connection errors) is
+redacted (`resources.redact`) before it is cached, raised or returned: an endpoint that echoes
+the `Authorization` header cannot put the key into a reject. A request whose messages are
+longer than `max_prompt_chars` is refused before the cache or the endpoint sees it.
 """
 
 import asyncio
@@ -28,26 +33,39 @@ import aiohttp
 import dagster as dg
 
 from resources.cache import ResponseCache, cache_key
+from resources.redact import redact, register
 
 
 # Body fields that key the cache but are not sent: which sample of the same messages it is.
 CACHE_KEY_ONLY = frozenset({"sample_index", "resample"})
 
 
-class EndpointUnreachable(RuntimeError):
+class _EndpointProblem(RuntimeError):
+    """A failure whose message may quote what the endpoint sent: it is redacted."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
+
+
+class EndpointUnreachable(_EndpointProblem):
     """The endpoint did not answer; nothing was written."""
 
 
-class EndpointError(RuntimeError):
+class EndpointError(_EndpointProblem):
     """The endpoint answered with an error status (or a 200 that is not a chat completion)."""
 
     def __init__(self, status: int, message: str, retry_after: float | None = None):
+        message = redact(message)
         super().__init__(f"endpoint answered {status}: {message}")
         self.status, self.message, self.retry_after = status, message, retry_after
 
 
-class EndpointTimeout(RuntimeError):
+class EndpointTimeout(_EndpointProblem):
     """No answer within the request timeout, on every attempt."""
+
+
+class PromptTooLong(RuntimeError):
+    """The request's messages are longer than `max_prompt_chars`; it was not sent."""
 
 
 class Sampling(dg.Config):
@@ -99,6 +117,14 @@ class LLMResource(dg.ConfigurableResource):
     # Attempts per output before it is a reject (a structured reply that does not parse, a
     # free-text one cut off at max_tokens or empty); read by the stages.
     parse_attempts: int = 3
+    # GLAN_MAX_PROMPT_CHARS: a request whose messages are longer is a reject, never sent (a
+    # 1 MB UIT instruction had gone out whole, three times). glan's longest prompts are the
+    # paper profile's question and session-extraction prompts, which carry a whole syllabus:
+    # their own text is 205-253 and 511 characters, the syllabus at most the syllabus stage's
+    # 1,536 tokens, 6,000-8,000 characters of English at 4-5 per token. 100,000 is over ten
+    # times that, leaves room for a UIT task's long instruction and examples, and is about
+    # 25,000 tokens, within the context of the models glan is pointed at.
+    max_prompt_chars: int = 100_000
     structured_outputs: bool = True
     cache_path: str = "data/llm_cache.sqlite"
     # Per stage name: its model and sampling, resolved from the stages' defaults by the settings.
@@ -123,6 +149,7 @@ class LLMResource(dg.ConfigurableResource):
 class LLMSession:
     def __init__(self, llm: LLMResource):
         self.llm = llm
+        register(llm.api_key)  # an endpoint may echo the key it was sent
         self.cache = ResponseCache(Path(llm.cache_path))
         self.stats = CallStats()
         self.sem = asyncio.Semaphore(llm.max_concurrency)
@@ -196,11 +223,17 @@ class LLMSession:
 
     async def complete(self, body: dict, sampling: Sampling) -> Completion:
         """The cached response to `body`, or a new one from the endpoint (cached before it returns)."""
+        size = sum(len(str(m.get("content") or "")) for m in body["messages"])
+        if size > self.llm.max_prompt_chars:
+            raise PromptTooLong(
+                f"prompt too long: {size:,} characters, over the cap of {self.llm.max_prompt_chars:,} "
+                "(GLAN_MAX_PROMPT_CHARS); not sent"
+            )
         key = cache_key(body)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
-            return Completion(cached["text"], cached.get("finish_reason") or "stop")
+            return Completion(redact(cached["text"]), cached.get("finish_reason") or "stop")
         client = await self.client()
         sent = {k: v for k, v in body.items() if k not in CACHE_KEY_ONLY}
         if self._served_model:
@@ -208,7 +241,7 @@ class LLMSession:
         async with self.sem:
             resp = await self._send(client, sent)
         choice = resp["choices"][0]
-        completion = Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")
+        completion = Completion(redact(choice["message"].get("content") or ""), choice.get("finish_reason") or "stop")
         usage = resp.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens") or 0
         completion_tokens = usage.get("completion_tokens") or 0

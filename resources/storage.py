@@ -37,6 +37,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from resources.locks import file_lock
+from resources.redact import redact_table
 
 # A row model is a pydantic model with the class attributes `table` and `id_column`.
 T = typing.TypeVar("T", bound=BaseModel)
@@ -90,9 +91,11 @@ def columns_of(row_type: type[BaseModel]) -> dict[str, tuple[str, pa.DataType]]:
 
 
 def to_arrow(row_type: type[BaseModel], rows: Sequence[BaseModel]) -> pa.Table:
+    """The rows as a table, secrets redacted: every row written (the tables, the rejects, a
+    release's files) passes here, so no text of a row can carry a configured secret."""
     cols = columns_of(row_type)
     schema = pa.schema([(name, arrow) for name, (_, arrow) in cols.items()])
-    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
+    return redact_table(pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema))
 
 
 def write_stats() -> dict[str, int]:

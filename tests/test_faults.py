@@ -6,6 +6,7 @@ Dagster home, and taxonomy files that are huge, deep, not UTF-8 or full of brace
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,7 +20,9 @@ import pytest
 
 from glan_assets.glan.prompts import ANSWER
 from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow, SyllabusRow
+from glan_assets.build import build, plan_build
 from glan_assets.rows import RejectRow
+from glan_assets.uit.schemas import CandidateRow, UnifiedRow
 from resources.storage import DuckDBStore
 from tests.conftest import Project
 from tests.fault_llm import CONTENT, TRANSPORT, FaultyLLM
@@ -83,6 +86,99 @@ def test_a_partition_completes_when_a_fifth_of_requests_fail(tmp_path, monkeypat
         assert cut, "answers were cut off"
         for i in cut:
             assert any(e["body"]["messages"] == llm.log[i]["body"]["messages"] for e in llm.log[i + 1:])
+
+
+GENERATED = (SubjectRow, SyllabusRow, SessionRow, QuestionRow, AnswerRow)
+
+
+def leaves(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value for s in leaves(v)] if isinstance(value, list) else []
+
+
+# The columns that hold values of structured replies (subjects, sessions), in every table
+# that copies them.
+FROM_JSON = {
+    SubjectRow: ("subject_name", "level", "subtopics"),
+    SyllabusRow: ("subject_name", "level"),
+    SessionRow: ("title", "key_concepts"),
+    QuestionRow: ("key_concepts",),
+}
+
+
+def stored_strings(store: DuckDBStore, columns: dict | None = None) -> set[str]:
+    """Every string, or string in a list, of the generated rows (of `columns` only, when
+    given); not the rejects, whose raw output is the cut text, kept to say what was refused."""
+    return {s for row_type in GENERATED for row in store.read(row_type)
+            for s in leaves(row.model_dump(include=set(columns.get(row_type, ())) if columns else None))}
+
+
+def test_json_cut_in_half_with_finish_stop_is_asked_again_and_never_stored(tmp_path, monkeypatch):
+    """40% of structured replies cut in half, finish_reason "stop". json-repair mends each
+    into valid JSON whose last value is cut short ('Stub method history' for 'Stub method
+    history law 7f3a'); such values had been stored, and later prompts carried them."""
+    results = {}
+    for name, rate in (("whole", 0.0), ("cut", 0.4)):
+        (tmp_path / name).mkdir()
+        with FaultyLLM(kinds=(), cut_rate=rate) as llm:
+            project = Project(tmp_path / name, llm.base_url)
+            # Re-asks are drawn anew; at 40% a request is cut 3 times running 6.4% of the time.
+            project.env["GLAN_PARSE_ATTEMPTS"] = "8"
+            for k, v in project.env.items():
+                monkeypatch.setenv(k, v)
+            summaries = project.build()
+            asked = len(llm.log)
+            again = project.build(force=True)  # every attempt replays from the cache
+            assert len(llm.log) == asked
+        assert all(s.success for s in summaries + again), [s.error for s in summaries + again]
+        results[name] = (DuckDBStore(path=str(project.db)), llm)
+
+    store, llm = results["cut"]
+    structured = [e for e in llm.log if "response_format" in e["body"]]
+    cut = [i for i, e in enumerate(llm.log) if e["fault"] == "cut"]
+    assert len(cut) >= 0.25 * len(structured), (len(cut), len(structured))
+    for i in cut:  # asked again, with the same messages
+        assert any(e["body"]["messages"] == llm.log[i]["body"]["messages"] for e in llm.log[i + 1 :])
+    # (a) no stored value is a strict prefix of a value the endpoint would give uncut
+    whole = {s for e in structured for s in leaves(json.loads(e["full"]))}
+    from_json = stored_strings(store, FROM_JSON)
+    assert from_json and [s for s in from_json - whole if any(w.startswith(s) for w in whole)] == []
+    # (b) once the re-asks succeed, every level has the rows of a build without faults
+    clean, _ = results["whole"]
+    for row_type in GENERATED:
+        assert len(store.read(row_type)) == len(clean.read(row_type)) > 0, row_type.table
+    assert store.read(RejectRow) == clean.read(RejectRow) == []
+    assert stored_strings(store) == stored_strings(clean)
+
+
+def test_an_instruction_of_a_megabyte_is_a_reject_and_never_sent(project, fake_llm, monkeypatch):
+    huge = "Answer the question. " + "x" * 1_000_000
+    rows = [{"instruction": "Classify the sentiment.", "input": t, "output": o}
+            for t, o in (("Great phone.", "positive"), ("Broke at once.", "negative"))]
+    rows += [{"instruction": huge, "input": f"q{i}", "output": f"a{i}"} for i in range(2)]
+    collection = project.root / "big.jsonl"
+    collection.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (project.root / "collections.yaml").write_text(f"collections:\n  - name: big\n    path: {collection}\n")
+    project.env["GLAN_CANDIDATES_PER_TASK"] = "1"
+    monkeypatch.setenv("GLAN_CANDIDATES_PER_TASK", "1")
+    plan = plan_build(project.instance, project.resources(), only={"collection": ("big",)},
+                      until="instructions_unified")
+
+    (summary,) = build(project.instance, plan.partitions, workers=1)
+
+    assert summary.success, summary.error
+    assert all("x" * 1000 not in p for p in fake_llm.prompts())  # nothing of it was sent
+    assert len(fake_llm.requests) == 1  # the other task's one candidate
+    store = DuckDBStore(path=str(project.db))
+    (refused,) = [r for r in store.read(RejectRow, "big") if "prompt too long" in r.reason]
+    size = int(re.search(r"prompt too long: ([\d,]+) characters", refused.reason).group(1).replace(",", ""))
+    assert size > 1_000_000 and "over the cap of 100,000" in refused.reason
+    assert (refused.asset, refused.attempts) == ("uit_candidates", 0)  # none sent
+    assert len(store.read(CandidateRow, "big")) == 1
+    assert {u.output for u in store.read(UnifiedRow, "big")} == {"positive", "negative"}
 
 
 def glan(project: Project, *args: str, **kw) -> subprocess.CompletedProcess:

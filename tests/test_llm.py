@@ -1,6 +1,9 @@
 """The LLM resource: retries, rejects, unreachable endpoints, caching, secrets."""
 
+import json
 import logging
+import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -15,11 +18,13 @@ from glan_assets.glan.sessions import EXTRACT
 from glan_assets.glan.subjects import FORMAT
 from glan_assets.glan.syllabi import WRITE
 from glan_assets.parsing import TRUNCATED
+from glan_assets.results import rejects_of
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError
 from glan_assets.stages import Request
 from resources.llm import EndpointUnreachable
-from resources.storage import DuckDBStore
+from resources.storage import DuckDBStore, to_arrow
+from tests.conftest import Project
 from tests.fault_llm import FaultyLLM
 
 ASK = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
@@ -205,3 +210,127 @@ def test_each_stage_uses_its_own_model_and_sampling(project, fake_llm):
 def test_an_unknown_setting_is_refused_before_anything_runs(project):
     with pytest.raises(SettingsError, match="unknown setting GLAN_ANSWER_MODEL"):  # GLAN_ANSWERS_MODEL misspelt
         Settings.from_env(project.env | {"GLAN_ANSWER_MODEL": "cheap-model"})
+
+
+def leaves(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value for s in leaves(v)] if isinstance(value, list) else []
+
+
+def test_a_json_reply_cut_with_finish_stop_is_asked_again_and_replayed_from_the_cache(project):
+    """json-repair mends JSON cut in half into valid JSON; finish_reason says "stop". The
+    reply is asked again (the same messages), and a rebuild replays both without calls."""
+    with FaultyLLM(kinds=("cut", "ok"), every=1) as cutting:  # the first reply is cut, the second whole
+        llm = llm_from_env(project.env | {"OPENAI_BASE_URL": cutting.base_url})
+        (reply,) = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)]).replies
+        first, second = cutting.log
+        (again,) = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)]).replies
+
+    assert first["fault"] == "cut" and second["fault"] == "ok"
+    assert first["body"]["messages"] == second["body"]["messages"] == EXTRACT_SESSIONS
+    assert reply.ok and reply.attempts == 2 and not reply.dropped
+    assert reply.value.model_dump() == {"sessions": json.loads(first["full"])["sessions"]}
+    assert len(cutting.log) == 2 and (again.value, again.attempts) == (reply.value, 2)
+
+
+def test_a_json_reply_cut_on_every_attempt_keeps_its_complete_items_and_rejects_the_cut_one(project):
+    with FaultyLLM(kinds=("cut",), every=1) as cutting:
+        llm = llm_from_env(project.env | {"OPENAI_BASE_URL": cutting.base_url})
+        (reply,) = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)]).replies
+
+    assert len(cutting.log) == reply.attempts == 3
+    whole = leaves(json.loads(cutting.log[0]["full"]))
+    kept = leaves(reply.value.model_dump())
+    assert kept and all(s in whole for s in kept)  # no value cut short, 'Found' for 'Foundations of X'
+    (cut,) = reply.dropped
+    assert cut.index == len(reply.value.sessions) + 1 and cut.reason.startswith("truncated")
+    (reject,) = rejects_of("sessions", "Physics", {"sessions": [reply]})
+    assert reject.reason.startswith(f"item {cut.index} dropped: truncated") and reject.raw_output == cut.raw
+
+
+def test_a_cut_reply_keeps_its_complete_items_when_the_attempts_after_it_fail(project):
+    with FaultyLLM(kinds=("cut", "wrong_content", "wrong_content"), every=1) as endpoint:
+        llm = llm_from_env(project.env | {"OPENAI_BASE_URL": endpoint.base_url})
+        (reply,) = stages.run(llm, EXTRACT, [Request("s", EXTRACT_SESSIONS)]).replies
+
+    assert [e["fault"] for e in endpoint.log] == ["cut", "wrong_content", "wrong_content"]
+    full = endpoint.log[0]["full"]
+    assert reply.ok and reply.attempts == 3 and reply.text == full[: len(full) // 2]  # the cut reply's items
+    assert reply.value.sessions and all(s in leaves(json.loads(full)) for s in leaves(reply.value.model_dump()))
+    assert reply.dropped[-1].reason.startswith("truncated")
+
+
+def test_an_oversized_prompt_is_a_reject_never_a_request(project, fake_llm):
+    llm = llm_from_env(project.env | {"GLAN_MAX_PROMPT_CHARS": "1000"})
+    huge = [{"role": "user", "content": "x" * 5000}]
+
+    big, small = stages.run(llm, RESPOND, [Request("big", huge), Request("q1", ASK)]).replies
+
+    assert (big.ok, big.attempts) == (False, 0)  # attempts sent
+    assert big.error == "prompt too long: 5,000 characters, over the cap of 1,000 (GLAN_MAX_PROMPT_CHARS); not sent"
+    assert small.ok and [r["messages"] for r in fake_llm.requests] == [ASK]  # the small one only
+    assert llm_from_env(project.env).max_prompt_chars == 100_000  # the default
+
+
+def test_the_settings_know_every_secret_and_redaction_masks_them(caplog):
+    from resources import redact
+
+    env = {
+        "OPENAI_API_KEY": "sk-settings-key-123", "PGPASSWORD": "pg-password-1", "DAGSTER_PG_PASSWORD": "dagster-pw-2",
+        "DAGSTER_CELERY_BROKER": "rediss://:br%40ker-pw-3@queue:6380/0",
+        "DAGSTER_CELERY_BACKEND": "redis://u:backend-pw-4@q/1",
+        "OPENAI_BASE_URL": "https://user:url-secret-5@llm.example/v1",
+    }
+    found = Settings.from_env(env).secrets()
+    for value in ("sk-settings-key-123", "pg-password-1", "dagster-pw-2", "br%40ker-pw-3", "br@ker-pw-3",
+                  "backend-pw-4", "url-secret-5"):
+        assert value in found
+        assert redact.redact(f"said {value}!") == "said ***!"  # from_env registered them
+    redact.register("short")  # too short to tell from words: "test" would mask every test split
+    assert redact.redact("a short text") == "a short text"
+    row = SessionRow(session_id="s", syllabus_id="y", discipline="d", session_index=1, title="see pg-password-1",
+                     key_concepts=["dagster-pw-2 here", "clean"], extracted_by="m")
+    (written,) = to_arrow(SessionRow, [row]).to_pylist()  # what every store write and release gets
+    assert (written["title"], written["key_concepts"]) == ("see ***", ["*** here", "clean"])
+    with caplog.at_level(logging.INFO):
+        dg.get_dagster_logger("glan.test").warning("the endpoint said %s", "Bearer sk-settings-key-123")
+        try:
+            raise RuntimeError("failed with backend-pw-4")
+        except RuntimeError:
+            logging.getLogger("glan.test").exception("oops")
+    said, failed = caplog.records[-2:]
+    assert said.getMessage() == "the endpoint said Bearer ***"
+    assert "backend-pw-4" not in logging.Formatter().format(failed) and "failed with ***" in failed.exc_text
+
+
+def test_an_endpoint_that_echoes_the_key_leaves_it_nowhere(tmp_path):
+    """401 bodies that quote the Authorization header, and answers that quote it: the key is
+    in no file of the DuckDB store, the Dagster instance, the build's log or an export."""
+    key = "sk-echoed-secret-0123456789"
+    with FaultyLLM(kinds=("unauthorized", "echo"), every=2) as echoing:
+        project = Project(tmp_path, echoing.base_url)
+        project.env["OPENAI_API_KEY"] = key
+        (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        env = project.subprocess_env()
+        built = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers"], env=env,
+                               cwd=project.root, capture_output=True, text=True)
+    exported = subprocess.run([sys.executable, "-m", "glan_assets.cli", "export", str(tmp_path / "pairs.jsonl")],
+                              env=env, cwd=project.root, capture_output=True, text=True)
+
+    assert exported.returncode == 0, exported.stderr
+    assert {e["fault"] for e in echoing.log} >= {"unauthorized", "echo"}
+    assert {e["authorization"] for e in echoing.log} == {f"Bearer {key}"}  # sent, then echoed
+    assert key not in built.stdout + built.stderr + exported.stdout + exported.stderr
+    store = DuckDBStore(path=str(project.db))
+    rejects = store.read(RejectRow)
+    assert any("invalid credentials: Authorization: Bearer ***" in r.reason for r in rejects)
+    pairs = (tmp_path / "pairs.jsonl").read_text()
+    assert "(you sent Authorization: Bearer ***)" in pairs  # the echo was stored, masked
+    logs = list((project.dagster_home / "logs").glob("build-*.log"))
+    assert logs and "rejected" in logs[0].read_text()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert project.db in files and any("storage" in p.parts for p in files)  # the instance's event log
+    assert [p for p in files if key.encode() in p.read_bytes()] == []

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from glan_assets.parsing import ParseError, example_echoes, parse_structured
+from glan_assets.parsing import CUT, TRUNCATED, Cut, ParseError, example_echoes, parse_structured
 from glan_assets.glan.prompts import SESSIONS
 from glan_assets.glan.schemas import SessionList, SubjectList
 
@@ -18,13 +18,106 @@ SUBJECT = '{"subject_name": "Mechanics", "level": "undergraduate", "subtopics": 
         "Here you go:\n```json\n{\"subjects\": [" + SUBJECT + "]}\n```\nHope it helps",
         "[" + SUBJECT + "]",
         SUBJECT + "\n" + SUBJECT.replace("Mechanics", "Optics"),
-        '{"subjects": [' + SUBJECT[:-1],  # truncated mid-object
+        # Almost-JSON that is complete: json-repair's value is kept.
+        "{'subjects': [{'subject_name': 'Mechanics', 'level': 'undergraduate', 'subtopics': ['motion', 'force',],},]}",
+        '{"subjects": [' + SUBJECT + ",]}\nHope it's what you need, don't hesitate to ask [more",
+        '{"subjects": [' + SUBJECT[:-1] + ', "note": "a \\"quoted\\" ] } word",},]}',  # brackets in a string
     ],
 )
 def test_tolerant_parsing(text):
-    parsed = parse_structured(text, SubjectList).value
-    assert parsed.subjects[0].subject_name == "Mechanics"
-    assert parsed.subjects[0].subtopics == ["motion", "force"]
+    parsed = parse_structured(text, SubjectList)
+    assert parsed.value.subjects[0].subject_name == "Mechanics"
+    assert parsed.value.subjects[0].subtopics == ["motion", "force"]
+    assert not parsed.cut and not parsed.dropped
+
+
+SESSIONS_TEXT = (
+    '{"sessions": [{"title": "Stub method [1] \\"basics\\"", "key_concepts": ["Stub method history law 7f3a9c", "b"]}, '
+    '{"title": "Second session", "key_concepts": ["Stub method history law 7f3a9c", '
+    '"Stub method history law 8e21d0"]}]}'
+)
+
+
+def prefix_of_a_value(parsed, full: str) -> list[str]:
+    """Stored strings that are strict prefixes of a value of the full reply."""
+    whole = [s for item in json.loads(full)["sessions"] for s in [item["title"], *item["key_concepts"]]]
+    stored = [s for item in parsed.value.sessions for s in [item.title, *item.key_concepts]]
+    return [s for s in stored if s not in whole and any(w.startswith(s) for w in whole)]
+
+
+SECOND = SESSIONS_TEXT.index('{"title": "Second')
+
+
+def test_a_reply_cut_anywhere_in_its_second_item_keeps_only_the_first():
+    """json-repair mends a cut reply into valid JSON whose last value is cut short ('Stub
+    method hist'); a value the repair closed is never data."""
+    for cut_at in range(SECOND + 1, len(SESSIONS_TEXT) - 2):  # up to the item's closing brace
+        text = SESSIONS_TEXT[:cut_at]
+        parsed = parse_structured(text, SessionList)
+        assert parsed.cut, text
+        assert not prefix_of_a_value(parsed, SESSIONS_TEXT), text
+        assert [s.title for s in parsed.value.sessions] == ['Stub method [1] "basics"'], text
+        assert parsed.value.sessions[0].key_concepts == ["Stub method history law 7f3a9c", "b"], text
+        (dropped,) = parsed.dropped
+        assert dropped.index == 2 and dropped.reason == CUT, text
+        assert dropped.raw == text[SECOND:].rstrip(), text  # the cut item as written
+
+
+def test_the_issues_cut_concept_is_not_stored():
+    cut = SESSIONS_TEXT[: SESSIONS_TEXT.index("history law 8e21d0")]  # ends '..."Stub method '
+    parsed = parse_structured(cut, SessionList)
+    assert parsed.cut and not prefix_of_a_value(parsed, SESSIONS_TEXT)
+    assert "Stub method" not in [c for s in parsed.value.sessions for c in s.key_concepts]
+    assert parsed.dropped[0].raw.startswith('{"title": "Second session"') and parsed.dropped[0].reason == CUT
+
+
+def test_a_reply_cut_between_items_says_later_items_may_be_missing():
+    parsed = parse_structured('{"subjects": [' + SUBJECT + ", ", SubjectList)
+    assert parsed.cut and [s.subject_name for s in parsed.value.subjects] == ["Mechanics"]
+    (dropped,) = parsed.dropped
+    assert (dropped.index, dropped.raw) == (2, "") and "may be missing" in dropped.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"subjects": [' + SUBJECT[:-1],  # the only item cut before its last brace
+        '{"subjects": [{"subject_name": "Mech',
+        SUBJECT[:40],  # a bare item
+        "[" + SUBJECT[:-3],  # a bare list
+        '{"subj',
+    ],
+)
+def test_a_reply_cut_before_any_item_was_complete_is_cut(text):
+    with pytest.raises(Cut, match="^truncated"):
+        parse_structured(text, SubjectList)
+
+
+def test_a_cut_bare_list_and_cut_json_lines_keep_their_complete_items():
+    optics = SUBJECT.replace("Mechanics", "Optics")
+    for text in ("[" + SUBJECT + ", " + optics[:30], SUBJECT + "\n" + optics[:30]):
+        parsed = parse_structured(text, SubjectList)
+        assert parsed.cut and [s.subject_name for s in parsed.value.subjects] == ["Mechanics"]
+        assert parsed.dropped[0].index == 2 and parsed.dropped[0].raw == optics[:30]
+
+
+def test_pretty_printed_json_is_not_read_as_json_lines():
+    """Its lines that start with a brace are not items of their own: the first, alone, had
+    been a `{}` item and a reject."""
+    text = json.dumps({"subjects": [json.loads(SUBJECT), json.loads(SUBJECT.replace("Mechanics", "Optics"))]}, indent=2)
+    parsed = parse_structured(text, SubjectList)
+    assert [s.subject_name for s in parsed.value.subjects] == ["Mechanics", "Optics"]
+    assert not parsed.dropped and not parsed.cut
+
+
+def test_at_max_tokens_a_complete_reply_loses_its_last_item_and_a_cut_one_only_the_cut_item():
+    optics = SUBJECT.replace("Mechanics", "Optics")
+    closed = parse_structured('{"subjects": [' + SUBJECT + ", " + optics + "]}", SubjectList, truncated=True)
+    assert [s.subject_name for s in closed.value.subjects] == ["Mechanics"] and not closed.cut
+    assert closed.dropped[0].reason == TRUNCATED and "Optics" in closed.dropped[0].raw
+    cut = parse_structured('{"subjects": [' + SUBJECT + ", " + optics[:50], SubjectList, truncated=True)
+    assert [s.subject_name for s in cut.value.subjects] == ["Mechanics"] and cut.cut
+    assert cut.dropped[0].reason == TRUNCATED and cut.dropped[0].raw == optics[:50]
 
 
 @pytest.mark.parametrize(
