@@ -67,7 +67,7 @@ def method_sensor(method: Method, name: str, job) -> dg.SensorDefinition:
         plans = [p for p in plans if p.reason != FAILED]
         busy = busy_partitions(context.instance, job.name, {lv.name for lv in method.levels})
         if waiting := [p.key for p in plans if p.key in busy]:
-            context.log.info(f"a run is building them, not asked again: {', '.join(waiting)}")
+            context.log.info(f"a run of each is queued or going, not asked again: {', '.join(waiting)}")
         plans = [p for p in plans if p.key not in busy]
         return dg.SensorResult(
             run_requests=[
