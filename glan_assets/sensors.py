@@ -4,10 +4,11 @@ building what the plan says is missing or stale: the decision `glan build` makes
 
 A new partition gets a run of exactly its levels; an edited entry or prompt gets a run from
 its first stale level down, once: while a run of the partition is queued or going (the
-sensor's, `glan build`'s or one launched in the UI) it is not asked again, though the run's
-first levels have landed and the plan names the rest. A partition that left the file keeps its rows unless the
-method's prune setting is on (`GLAN_SENSOR_PRUNES=1` for GLAN): deleting data is a decision
-for `glan build --prune`. Failed partitions are not retried here; `glan build` or the UI does.
+sensor's, `glan build`'s or one launched in the UI) it is not asked for again, though the
+run's first levels have landed and the plan now names the rest. A partition that left the
+file keeps its rows unless the method's prune setting is on (`GLAN_SENSOR_PRUNES=1` for
+GLAN): deleting data is a decision for `glan build --prune`. Failed partitions are not
+retried here; `glan build` or the UI does.
 """
 
 import dagster as dg
