@@ -127,3 +127,49 @@ def test_new_disciplines_get_one_run_each_and_one_materialization_per_level(proj
     assert len(fake_llm.requests) == counted  # none sent by a run whose level was built again
     # training_automation waited for the generation runs: the training set once, after them.
     assert [r.job_name for r in ui_runs if r not in launched] == ["__ASSET_JOB"]
+
+
+def test_runs_of_a_killed_build_are_failed_and_the_sensors_runs_then_go(project, fake_llm, instance):
+    """kill -9 of a `glan build` leaves its runs STARTED, holding `llm` pool slots; with as
+    many of them as the run queue allows at once, `dagster dev` would launch nothing."""
+    config = yaml.safe_load((project.dagster_home / "dagster.yaml").read_text())
+    config["run_queue"]["max_concurrent_runs"] = 2
+    (project.dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    fake_llm.delay_s = 1.0  # long LLM steps: the kill finds each run holding a slot
+    build = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--workers", "2", "--until", "answers"],
+                             cwd=project.root, env=project.subprocess_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: len(set(pool_slot_holders(instance, "llm"))) == 2, 180, "both runs in an LLM step")
+    finally:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+    orphans = in_flight(instance)
+    assert [r.status for r in orphans] == [dg.DagsterRunStatus.STARTED] * 2
+    assert set(pool_slot_holders(instance, "llm")) == {r.run_id for r in orphans}
+    fake_llm.delay_s = 0
+    project.add_discipline("Geology")  # a new partition for the sensor to build
+
+    with dagster_dev(project, "dagster-dev-orphans.log"):
+        up = time.monotonic()
+        ids = {r.run_id for r in orphans}
+        wait_until(lambda: {instance.get_run_by_id(i).status for i in ids} == {dg.DagsterRunStatus.FAILURE}
+                   and not ids & set(pool_slot_holders(instance, "llm")), 120,
+                   "the killed build's runs to be marked failed and their slots freed")
+        healed = time.monotonic() - up
+        geology = wait_until(lambda: [r for r in instance.get_runs(dg.RunsFilter(job_name="build_discipline"))
+                                      if r.tags["dagster/partition"] == "Geology" and r.is_finished], 300,
+                             "the sensor's Geology run")
+        settle(instance, up, quiet_s=2 * SENSOR_TICK_S, timeout_s=300)
+
+    print(f"\nthe killed build's runs failed {healed:.0f} s after dagster dev was up")
+    assert healed < 60
+    for run in orphans:
+        (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert f"pid {run.tags['glan/pid']}" in failure.message and "is gone" in failure.message
+    assert [r.status for r in geology] == [dg.DagsterRunStatus.SUCCESS]
+    # The killed build's partitions too, once each.
+    sensor_runs = instance.get_runs(dg.RunsFilter(job_name="build_discipline"))
+    assert sorted(r.tags["dagster/partition"] for r in sensor_runs) == ["Astronomy", "Geology", "Physics"]
+    assert {r.status for r in sensor_runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert materializations(instance, "answers", "Geology") == 1
