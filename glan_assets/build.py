@@ -23,6 +23,7 @@ import dagster as dg
 from glan_assets import training
 from glan_assets.checks import all_checks
 from glan_assets.methods import Method
+from glan_assets.orphans import process_tags
 from glan_assets.plan import (
     FORCED,
     History,
@@ -218,7 +219,7 @@ def run_partition(
         raise_on_error=False,
         tags={
             "glan/launched_by": "glan build",
-            "glan/pid": str(os.getpid()),  # lets a later build tell a killed build's runs
+            **process_tags(),  # lets a later build, or the sensor, tell a killed build's runs
             BUILD_TAG: build_id,
             PARTITION_TAG: plan.key,
             "glan/reason": plan.reason,
@@ -395,7 +396,8 @@ def train(
             resources=resources_from_env(),
             run_config=VERBOSE if verbose else QUIET,
             raise_on_error=False,
-            tags={"glan/launched_by": "glan build", BUILD_TAG: build_id, "glan/reason": current.reason if current else step.reason},
+            tags={"glan/launched_by": "glan build", **process_tags(), BUILD_TAG: build_id,
+                  "glan/reason": current.reason if current else step.reason},
         )
         done.append((current or step, result))
         if not result.success:

@@ -31,6 +31,7 @@ from glan_assets.build import (
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
 from glan_assets.lineage import chain, ensure_lineage_views
+from glan_assets.orphans import fail_orphaned_runs
 from glan_assets.registry import LEVELS, METHODS, stages
 from glan_assets.rows import RejectRow
 from glan_assets.settings import SettingsError, resources_from_env
@@ -101,27 +102,6 @@ def _store_with_data(res: dict) -> DuckDBStore:
     if store.backend == "duckdb" and not Path(store.path).exists():
         _fail(f"no data at {store.path} (GLAN_DB); build some with `glan build`")
     return store
-
-
-def _fail_orphaned_runs(instance: dg.DagsterInstance) -> int:
-    """Runs of a `glan build` whose process is gone stay STARTED and hold the UI's run queue
-    slots; report them failed."""
-    orphaned = 0
-    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={"glan/launched_by": "glan build"})):
-        pid = int(run.tags.get("glan/pid", "0"))
-        try:
-            os.kill(pid, 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        instance.report_run_failed(run, message=f"the glan build process ({pid}) that ran this is gone")
-        # Its `llm` pool slots stay claimed otherwise, and enough of them would stall every
-        # later build; Dagster has no public call for this (the daemon's run monitoring uses it).
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        orphaned += 1
-    return orphaned
 
 
 @click.group()
@@ -202,8 +182,8 @@ def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run:
 def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, workers: int, keep_server: bool,
            until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool) -> None:
     store, llm = res["store"], res["llm"]
-    if orphaned := _fail_orphaned_runs(instance):
-        click.echo(f"marked {orphaned} run(s) of killed builds as failed")
+    if orphaned := fail_orphaned_runs(instance):
+        click.echo(f"marked {len(orphaned)} run(s) of killed builds as failed")
     plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe,
                       wanted=wanted)
     for line in _describe(plan):

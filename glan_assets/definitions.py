@@ -6,6 +6,7 @@ import dagster as dg
 from glan_assets.checks import all_checks
 from glan_assets.dynosaur.definitions import defs as dynosaur_defs
 from glan_assets.glan.definitions import defs as glan_defs
+from glan_assets.orphans import orphaned_runs_sensor
 from glan_assets.registry import LEVELS
 from glan_assets.settings import resources_from_env
 from glan_assets.training.definitions import defs as training_defs
@@ -19,5 +20,5 @@ def defs() -> dg.Definitions:
         training_defs,
         uit_defs,
         dynosaur_defs,
-        dg.Definitions(asset_checks=all_checks(LEVELS), resources=resources_from_env()),
+        dg.Definitions(asset_checks=all_checks(LEVELS), resources=resources_from_env(), sensors=[orphaned_runs_sensor]),
     )

@@ -1,6 +1,11 @@
 """The taxonomy sensor keeps partitions in step with the file and asks for the runs the
 build plan names: what is missing or stale, once per state."""
 
+import subprocess
+import sys
+import threading
+import time
+
 import dagster as dg
 import pytest
 
@@ -131,3 +136,36 @@ def test_build_registers_the_same_partitions_as_the_sensor(project):
     (method,) = project.plan().methods  # what `glan build` does before it builds
     assert (method.added, method.removed) == (["Physics", "Astronomy"], [])
     assert tick(project).dynamic_partitions_requests == []  # nothing new for the sensor to register
+
+
+def test_a_partition_with_a_run_in_progress_is_not_asked_again(project, fake_llm):
+    """A tick while a partition's run goes on asks nothing for it, though the run's first
+    levels have landed and the plan now names the rest: the sensor's own run (its job) and a
+    `glan build`'s run of the partition (another job) both count."""
+    first = tick(project)
+    assert runs(first) == [("Astronomy", GLAN, NEW), ("Physics", GLAN, NEW)]
+    fake_llm.delay_s = 0.5  # runs of some seconds, for a tick to see them in progress
+    # The sensor's job in this process; `glan build` in its own, as each build run is.
+    run = threading.Thread(target=defs().resolve_job_def("build_discipline").execute_in_process,
+                           kwargs={"instance": project.instance, "partition_key": "Physics"})
+    run.start()
+    build = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--discipline", "Astronomy", "--until",
+                              "answers"], env=project.subprocess_env(), cwd=project.root, stdout=subprocess.DEVNULL)
+    try:
+        # Both runs have written a level, so each partition's plan (and its old run key) moved.
+        deadline = time.monotonic() + 120
+        while not all(project.instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey("disciplines"), asset_partitions=[key]), limit=1
+        ).records for key in ("Physics", "Astronomy")):
+            assert time.monotonic() < deadline, "the runs wrote no level"
+            time.sleep(0.2)
+        going = {r.tags["dagster/partition"]: r.job_name for r in project.instance.get_runs()
+                 if r.status == dg.DagsterRunStatus.STARTED}
+        assert going == {"Physics": "build_discipline", "Astronomy": "__ephemeral_asset_job__"}
+
+        assert tick(project).run_requests == []
+    finally:
+        run.join()
+        assert build.wait(timeout=300) == 0
+    assert {r.status for r in project.instance.get_runs()} == {dg.DagsterRunStatus.SUCCESS}
+    assert tick(project).run_requests == []  # built
