@@ -9,7 +9,9 @@ import torch
 
 from glan_assets import stages
 from glan_assets.parsing import ParseError, parse_structured
+from glan_assets.dynosaur.schemas import InstanceRow, TaskRow
 from glan_assets.quality import calibration, rules
+from glan_assets.quality.contexts import dynosaur_context, field_values, glan_context, uit_context
 from glan_assets.quality.ifd import IFDScore, ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, Verdict, judge_llm, judge_request
 from glan_assets.quality.rules import Flag, PairContext, check, example_strings, worked_examples
@@ -18,6 +20,7 @@ from glan_assets.quality.settings import QualitySettings
 from glan_assets.training.schemas import TrainingPairRow
 from glan_assets.uit.collections_file import DEFAULT_REGISTRY
 from glan_assets.uit.formats import Instance
+from glan_assets.uit.schemas import RawInstructionRow, UnifiedRow
 from glan_assets.uit.reading import read_collection
 from glan_assets.uit.tasks import prompt_text
 from resources.llm import LLMResource
@@ -104,6 +107,10 @@ def test_each_rule_flags_its_planted_defect_with_a_reason(instruction, response,
         # A list and a code block end without a full stop.
         ("List two gases in air.", "Two of them:\n- nitrogen\n- oxygen", GLAN),
         ("Write a Python function that adds two numbers.", "```python\ndef add(a, b):\n    return a + b\n```", GLAN),
+        # A "true or false?" question may be answered with reasons, and briefly.
+        ("Is the claim that all metals are solid true or false?", "False: mercury is a metal and it is liquid at room "
+         "temperature, so the claim does not hold for every metal.", GLAN),
+        ("Explain whether the claim is true or false.", "False.", GLAN),
         # An imperative question with no question mark still asks.
         ("Calculate 12% of 250.", "12% of 250 is 0.12 × 250 = 30.", GLAN),
         # Demonstrations that agree with the gold labels.
@@ -395,3 +402,37 @@ def test_dropped_pairs_become_training_removed_rows_with_their_signal():
     (row,) = removed_rows([pair], select([q(2, flags=[CUT])], S))
     assert (row.reason, row.signal, row.signal_value, row.source_id) == ("quality", "cut_off", 1.0, "ans_2")
     assert "ends on 'and'" in row.detail
+
+
+# --- contexts from stored rows ----------------------------------------------------------------
+
+def test_a_dynosaur_input_is_read_back_by_field():
+    text = "title: Night Train\nreview: Slow,\nbut the ending pays off.\nsentiment: positive"
+    assert field_values(text, ["title", "review", "sentiment"]) == {
+        "title": "Night Train", "review": "Slow,\nbut the ending pays off.", "sentiment": "positive"}
+    assert field_values("title: Night Tr", ["title", "review"]) == {"title": "Night Tr"}  # cut at max_chars
+
+
+def test_contexts_are_built_from_the_methods_rows():
+    task = TaskRow(task_id="dtask_1", dataset_id="dset_1", dataset="qa", task_index=1, instruction="Answer.",
+                   input_fields=["question", "answer_text"], output_field="answer", llm_calls=1, model="m")
+    instance = InstanceRow(instance_id="dinst_1", task_id="dtask_1", dataset="qa", instruction="Answer.",
+                           input="question: Capital of Peru?\nanswer_text: Lima", output="Lima", source_row=0,
+                           license="mit", source_url="")
+    ctx = dynosaur_context(instance, task)
+    assert rule_names(f"{instance.instruction}\n\n{instance.input}", instance.output, ctx) == ["output_in_inputs"]
+    assert "decide whether the film review is positive or negative" in ctx.worked_examples
+
+    raws = [RawInstructionRow(raw_id=f"raw_{i}", task_id="t1", collection="c", task="sentiment",
+                              instruction="Classify the review.", input=text, output=label, source_format="alpaca",
+                              source_row=str(i), turns="[]", license="x")
+            for i, (text, label) in enumerate([("Awful.", "negative"), ("Nice.", "positive"), ("Bad.", "negative"),
+                                               ("Good.", "positive")])]
+    unified = UnifiedRow(unified_id="uni_1", raw_id="raw_1", candidate_id="ucand_1", task_id="t1", collection="c",
+                         task="sentiment", instruction="Definition: Classify the review.\n\nPositive Example 1 -\n"
+                         "Input: Awful.\nOutput: positive", input="Nice.", output="positive", turns="[]",
+                         source_format="alpaca", license="x")
+    ctx = uit_context(unified, raws)
+    assert ctx.gold[0] == ("Awful.", "negative") and ctx.input == "Nice."
+    assert rule_names(f"{unified.instruction}\n\n{unified.input}", unified.output, ctx) == ["contradicting_demonstrations"]
+    assert glan_context().source == "glan"

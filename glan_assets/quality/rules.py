@@ -76,12 +76,10 @@ _EXPLAIN = re.compile(
     r"step[- ]by[- ]step|in detail|write an? (essay|paragraph|story|letter|summary|report)|why)\b",
     re.IGNORECASE,
 )
-# An instruction that names the answers it accepts.
-_LABELLED = re.compile(
-    r"(answers? must be one of|answer (with )?(only )?(yes|true) or (no|false)|one of the following labels|"
-    r"\b(positive|yes|true) or (negative|no|false)\b[^.?!\n]*[.?!]?\s*$|answer with (a|one) (single )?word)",
-    re.IGNORECASE | re.MULTILINE,
-)
+# An instruction that lists the answers it accepts (Dynosaur's "Answers must be one of: ...").
+_LABELS_LISTED = re.compile(r"answers? must be one of|one of the following labels|answer with (a|one) (single )?word", re.IGNORECASE)
+# ... or that may be answered by a label: "true or false", "yes or no".
+_LABELLED = re.compile(_LABELS_LISTED.pattern + r"|\b(positive|yes|true)[\"'”]? or [\"'“]?(negative|no|false)\b", re.IGNORECASE)
 
 
 def task_text(instruction: str, ctx: PairContext) -> str:
@@ -93,19 +91,23 @@ def task_text(instruction: str, ctx: PairContext) -> str:
 
 
 def too_short(instruction: str, response: str, ctx: PairContext, s: QualitySettings) -> Flag | None:
+    """Too few words for an instruction that asks for an explanation (and names no labels:
+    "explain whether it is true or false" may be answered either way)."""
     n = len(_words(response))
     task = task_text(instruction, ctx)
-    if 0 < n < s.min_explained_words and _EXPLAIN.search(task) and not _LABELLED.search(instruction):
-        asked = _EXPLAIN.search(task).group(0)
-        return Flag("too_short", n, f"{n} words for an instruction that asks to {asked.lower()!r} (under {s.min_explained_words})")
+    if 0 < n < s.min_explained_words and (asked := _EXPLAIN.search(task)) and not _LABELLED.search(task):
+        return Flag("too_short", n, f"{n} words for an instruction that asks to {asked.group(0).lower()!r} (under {s.min_explained_words})")
     return None
 
 
 def too_long(instruction: str, response: str, ctx: PairContext, s: QualitySettings) -> Flag | None:
+    """A runaway reply, or more than a label where the instruction lists its labels (and asks
+    for no explanation: a "true or false?" question may be answered with reasons)."""
     n = len(_words(response))
     if n > s.max_response_words:
         return Flag("too_long", n, f"{n} words, more than {s.max_response_words}")
-    if n > s.max_label_words and _LABELLED.search(instruction):
+    task = task_text(instruction, ctx)
+    if n > s.max_label_words and _LABELS_LISTED.search(task) and not _EXPLAIN.search(task):
         return Flag("too_long", n, f"{n} words where the instruction asks for a label (at most {s.max_label_words})")
     return None
 

@@ -11,7 +11,9 @@ import dagster as dg
 class QualitySettings(dg.ConfigurableResource):
     # --- rules (glan_assets.quality.rules) ---
     # An instruction that asks to explain, describe, compare, prove... is not answered in
-    # fewer words than this: the shortest good explanation in the calibration set has 14.
+    # fewer words than this. Far below the shortest good explanation in the calibration set
+    # (45 words), so only replies that cannot explain anything are flagged ("It cools.");
+    # a one-sentence explanation of 15 words passes.
     min_explained_words: int = 10
     # An instruction that names its answers ("Answers must be one of: ...", "yes or no") wants
     # a label; a reply of more words than this is not one. Dynosaur lists labels of at most
