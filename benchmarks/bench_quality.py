@@ -9,6 +9,7 @@ ones, each bad one written to show one defect):
 - the ROC AUC of the judge's score (lower = worse) on the embedded model over HTTP, and
   through a stub endpoint that scores by a hash of the answer (chance by construction: it
   shows the plumbing, not a judgement);
+- what the selection keeps with the default thresholds, and with a judge floor of 4;
 - throughput: IFD pairs/s on `--threads` cores at batch size 1 against `--batch-size`, and
   the judge stage's requests/s against a stub endpoint whose limit is concurrency / latency,
   and against the embedded model.
@@ -39,6 +40,7 @@ from glan_assets import stages  # noqa: E402
 from glan_assets.quality import calibration, rules  # noqa: E402
 from glan_assets.quality.ifd import ifd_scores  # noqa: E402
 from glan_assets.quality.judge import JUDGE_STAGE, judge_request  # noqa: E402
+from glan_assets.quality.selection import PairQuality, select  # noqa: E402
 from glan_assets.quality.settings import QualitySettings  # noqa: E402
 from glan_assets.uit.formats import Instance  # noqa: E402
 from glan_assets.uit.reading import read_collection  # noqa: E402
@@ -112,12 +114,40 @@ def ifd_report(scorer: CausalLMScorer, pairs: list[calibration.LabelledPair], ba
         **auc_entry(values, [p.bad for p in pairs]),
         f"ifd_above_{settings.ifd_max:g}": {"bad": sum(p.bad for p in above), "good": sum(not p.bad for p in above),
                                             "defects": dict(Counter(p.defect for p in above if p.bad))},
-        "median_ifd_by_defect": {d: round(sorted(v)[len(v) // 2], 3) for d, v in sorted(by_defect.items())},
+        # null: the median pair has no IFD (no response tokens).
+        "median_ifd_by_defect": {d: finite(sorted(v)[len(v) // 2]) for d, v in sorted(by_defect.items())},
         "scoring_seconds": round(seconds, 1),
         "per_pair": {p.pair_id: {"ifd": None if s.ifd is None else round(s.ifd, 4),
                                  "loss_given_instruction": round(s.loss_given_instruction, 4),
                                  "loss_alone": round(s.loss_alone, 4), "tokens": s.tokens} for p, s in zip(pairs, scores)},
     }
+
+
+def finite(value: float) -> float | None:
+    return round(value, 3) if value != float("inf") else None
+
+
+def selection_report(pairs: list[calibration.LabelledPair], result: dict) -> dict:
+    """What `select` keeps of the calibration set from the scores measured above: with the
+    default thresholds, and with a judge floor of 4."""
+    ifd = result["ifd"]["per_pair"]
+    judged = result.get("judge_embedded", {}).get("per_pair", {})
+    scored = [
+        PairQuality(p.pair_id, p.source, tuple(rules.check(p.instruction, p.response, p.context)),
+                    ifd[p.pair_id]["ifd"], judged.get(p.pair_id, {}).get("score"))
+        for p in pairs if p.pair_id in ifd
+    ]
+    bad = {p.pair_id for p in pairs if p.bad}
+    report = {}
+    for name, settings in (("defaults", QualitySettings(keep_unjudged=not judged)),
+                           ("judge_min_4", QualitySettings(judge_min=4, keep_unjudged=not judged))):
+        chosen = select(scored, settings)
+        report[name] = {
+            "kept_good": sum(k not in bad for k in chosen.kept), "kept_bad": sorted(k for k in chosen.kept if k in bad),
+            "dropped_good": sorted(d.pair_id for d in chosen.dropped if d.pair_id not in bad),
+            "dropped_by_signal": dict(Counter(d.signal for d in chosen.dropped)),
+        }
+    return report | {"judge": "embedded" if judged else "none (unjudged pairs kept)"}
 
 
 def ifd_throughput(scorer: CausalLMScorer, pairs: list[tuple[str, str]], batch_size: int) -> dict:
@@ -209,6 +239,7 @@ def main() -> None:
         result["judge_stub_endpoint"] = stub_judge(everything, Path(tmp) / "stub_cache.sqlite")
         if args.judge_pairs:
             result["judge_embedded"] = embedded_judge(balanced(everything, args.judge_pairs), Path(tmp))
+    result["selection"] = selection_report(everything, result)
     result |= {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 1),
                "python": platform.python_version(), "torch": torch.__version__}
     summary = {k: v for k, v in result.items() if k not in ("ifd", "judge_embedded")}

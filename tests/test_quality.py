@@ -368,7 +368,7 @@ CUT = Flag("cut_off", 1.0, "the response ends on 'and'")
 
 def test_selection_keeps_pairs_that_pass_every_signal_and_names_the_first_failure():
     scored = [q(1), q(2, flags=[CUT], ifd=1.4), q(3, ifd=1.2), q(4, judge=3), q(5, judge=None), q(6, ifd=None)]
-    result = select(scored, S)
+    result = select(scored, QualitySettings(judge_min=4))
     assert result.kept == ["pair_01"]
     dropped = {d.pair_id: d for d in result.dropped}
     assert {k: (d.signal, d.value) for k, d in dropped.items()} == {
@@ -380,7 +380,8 @@ def test_selection_keeps_pairs_that_pass_every_signal_and_names_the_first_failur
 
 def test_changing_a_threshold_reselects_from_the_same_scores():
     scored = [q(1, judge=3), q(2, judge=5), q(3, judge=9), q(4, judge=None)]
-    assert select(scored, S).kept == ["pair_02", "pair_03"]
+    assert select(scored, S).kept == ["pair_01", "pair_02", "pair_03"]  # no judge floor by default
+    assert select(scored, QualitySettings(judge_min=4)).kept == ["pair_02", "pair_03"]
     assert select(scored, QualitySettings(judge_min=6)).kept == ["pair_03"]
     assert select(scored, QualitySettings(judge_min=1, keep_unjudged=True)).kept == ["pair_01", "pair_02", "pair_03", "pair_04"]
 

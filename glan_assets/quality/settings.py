@@ -45,9 +45,12 @@ class QualitySettings(dg.ConfigurableResource):
     # 1.0 keeps them all; the paper's choice is 0.05-0.10 of a large pool, which a demo's
     # few dozen pairs are not.
     ifd_top_fraction: float = 1.0
-    # MT-Bench-style 1-10 score. A floor, not a ranking: 1-3 is the rubric's "fails the
-    # request" band, and a small judge's scores above it are noise (benchmarks/results/quality.json).
-    judge_min: int = 4
+    # The judge's 1-10 score (MT-Bench style) a pair must reach. 1: no floor. The default judge
+    # of a fresh clone is the embedded SmolLM2-135M, and it is no better than chance on the
+    # calibration set (AUC 0.46, 95% interval 0.35-0.58; benchmarks/results/quality.json): it
+    # scores 1 or 10 whatever the pair, so a floor of 4 dropped 18 of the 41 good pairs it judged.
+    # With a real judge endpoint, 4 drops what the rubric calls "fails the request" (1-3).
+    judge_min: int = 1
     # A pair whose judge reply was unusable (it is in the rejects table) has no score; by
     # default it is not released, so every released pair carries its scores.
     keep_unjudged: bool = False
