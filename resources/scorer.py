@@ -7,6 +7,10 @@ every target ends at the last position; with explicit position ids the padding c
 nothing, and only the last positions' logits are computed (the vocabulary is most of the cost).
 torch is imported when a scorer is made: the CLI and every build worker import this module,
 and importing torch had been a second of their start-up.
+
+`score_with_and_without([(prompt, target), ...])` gives each target's loss twice from one
+batched pass, after its prompt and after an empty one, for instruction-following difficulty
+(`glan_assets.quality.ifd`).
 """
 
 import functools
@@ -61,7 +65,22 @@ class CausalLMScorer:
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 8) -> list[PairLoss]:
         """The target's loss for each (prompt, target), in order; batches of similar length."""
-        encoded = [self.encode(p, t) for p, t in pairs]
+        return self._score([self.encode(p, t) for p, t in pairs], batch_size)
+
+    def score_with_and_without(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 8
+    ) -> list[tuple[PairLoss, PairLoss]]:
+        """(loss after the prompt, loss after an empty prompt) of each target, in order.
+
+        The empty prompt goes through the same template (the chat template's empty user turn,
+        or a bare newline for a base model), so the two differ by the prompt's text alone.
+        Both rows of every pair are scored in one pass, batched by length with all the others.
+        """
+        rows = [row for p, t in pairs for row in (self.encode(p, t), self.encode("", t))]
+        losses = self._score(rows, batch_size)
+        return list(zip(losses[0::2], losses[1::2]))
+
+    def _score(self, encoded: list[tuple[list[int], list[int]]], batch_size: int) -> list[PairLoss]:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
         results: list[PairLoss | None] = [None] * len(encoded)
         for start in range(0, len(order), max(batch_size, 1)):

@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,13 @@ from glan_assets.training.curation import (
     hold_out,
     load_benchmarks,
     near_duplicates,
+    shingles,
 )
 from glan_assets.training.resources import DEFAULT_BENCHMARKS
 from glan_assets.training.schemas import BenchmarkItem, TrainingPairRow
+from glan_assets.uit.formats import Instance
+from glan_assets.uit.reading import read_collection
+from glan_assets.uit.tasks import prompt_text
 
 LONG_ANSWER = (
     "Newton's second law says that the net force on a body equals its mass times its acceleration. "
@@ -165,3 +170,142 @@ def test_curate_counts_every_removal_once_and_splits_what_is_left():
         ("pair_0023", "contaminated", ""),
     }
     assert [c.pair_id for c in result.contamination] == ["pair_0023"]
+
+
+# --- near-duplicates that keep distinct pairs ---------------------------------------------
+
+DUORC = Path(__file__).parent / "data" / "duorc_selfrc_200.json"  # see tests/data/NOTICE.md
+
+LIGHTHOUSE = (
+    "Passage: Marta keeps the lighthouse on the northern cliff of Skel Island. Her brother Tomas sails the "
+    "supply boat from the mainland every second Thursday, bringing oil, flour and letters. In the winter of "
+    "1911 a storm tore the roof off the keeper's cottage and jammed the lamp's clockwork, so Marta turned the "
+    "lens by hand for three nights. When the sea calmed, Tomas brought a new spring from the harbour smithy "
+    "and the two of them repaired the mechanism before the next convoy passed. The harbour master later "
+    "sent Marta a brass medal, which she hung beside the logbook."
+)
+FERRY = (
+    "Passage: The ferry between Orla and the mainland runs twice a day in summer and once a day in winter. "
+    "Its captain, Tomas Berg, has sailed the route for twenty years and knows every sandbank of the sound. "
+    "When the old diesel engine failed in March, the islanders raised money for a new one at a spring fair, "
+    "and the ferry was back in service by May."
+)
+SKY = (
+    "Sunlight contains every colour, and as it passes through the atmosphere it meets nitrogen and oxygen "
+    "molecules that are much smaller than its wavelength. Such molecules scatter short wavelengths far more "
+    "strongly than long ones, a process called Rayleigh scattering, whose strength grows with the inverse "
+    "fourth power of the wavelength. Blue light is therefore scattered across the whole sky and reaches our "
+    "eyes from every direction, while red and yellow light mostly travel straight on. Violet is scattered "
+    "even more, but the sun emits less of it and our eyes are less sensitive to it, so the sky looks blue."
+)
+SKY_REWORDED = (
+    "Sunlight contains every colour, and as it passes through the atmosphere it meets nitrogen and oxygen "
+    "molecules that are much smaller than its wavelength. Such molecules scatter short wavelengths far more "
+    "strongly than long ones, a process called Rayleigh scattering, whose strength grows with the inverse "
+    "fourth power of the wavelength. Blue light is therefore scattered across the entire sky and reaches our "
+    "eyes from every direction, while red and yellow light mostly travel straight on. Violet is scattered "
+    "even more, but the sun emits less of it and our eyes are less sensitive to it, so the sky looks blue."
+)
+SUNSET = (
+    "At sunset the sun is low, so its light crosses far more air before it reaches us than at noon. Along "
+    "that long path almost all of the blue light is scattered out of the beam by Rayleigh scattering, and "
+    "what arrives is mostly red and orange. Dust, smoke and water droplets low in the atmosphere scatter and "
+    "absorb light as well, which is why sunsets after a volcanic eruption or a forest fire are especially red."
+)
+SENTIMENT = "Classify the sentiment of the review. Answers must be one of: negative, positive."
+
+
+def qa(n: int, passage: str, question: str, answer: str, source: str = "uit") -> TrainingPairRow:
+    return pair(n, f"Answer the question from the passage.\n\n{passage}\nQuestion: {question}", answer).model_copy(
+        update={"source": source}
+    )
+
+
+def labelled_set() -> tuple[list[TrainingPairRow], dict[str, str]]:
+    """Pairs, and the duplicates among them (removed id -> the earlier pair it repeats)."""
+    pairs = [
+        # Shared-context QA: distinct questions over one passage, two with the same answer.
+        qa(1, LIGHTHOUSE, "Where does Marta work?", "At the lighthouse on the northern cliff of Skel Island."),
+        qa(2, LIGHTHOUSE, "Who sails the supply boat?", "Tomas."),
+        qa(3, LIGHTHOUSE, "Who brings a new spring for the clockwork?", "Tomas."),
+        qa(4, LIGHTHOUSE, "How often does the supply boat come?", "Every second Thursday."),
+        qa(5, LIGHTHOUSE, "What did the storm of 1911 damage?", "The cottage roof and the lamp's clockwork."),
+        qa(6, LIGHTHOUSE, "For how many nights did Marta turn the lens by hand?", "Three nights."),
+        qa(7, LIGHTHOUSE, "Where does Marta hang her medal?", "Beside the logbook."),
+        # The same question and answer over another passage: a different pair.
+        qa(8, FERRY, "Who sails the supply boat?", "Tomas."),
+        qa(9, FERRY, "When was the ferry back in service?", "By May."),
+        qa(10, FERRY, "How did the islanders pay for the new engine?", "They raised money at a spring fair."),
+        # A paraphrased duplicate over the shared passage: re-cased, punctuation changed.
+        qa(11, LIGHTHOUSE, "where does Marta work", "At the lighthouse on the northern cliff of Skel Island"),
+        # Long answers: a reworded copy (one word changed in 110), and the answer again to a reworded question.
+        pair(20, "Explain why the sky is blue.", SKY),
+        pair(21, "Explain why the sky is blue!", SKY_REWORDED),
+        pair(22, "Explain why sunsets are red.", SUNSET),
+        pair(23, "Why is the daytime sky blue?", SKY),
+        # Medium answers: one word changed in 30.
+        pair(30, "What does a catalyst do?", "A catalyst speeds up a chemical reaction by offering a path with a lower "
+             "activation energy, and it is not used up, so a small amount can convert a large quantity of reactants."),
+        pair(31, "What does a catalyst do?", "A catalyst speeds up a chemical reaction by offering a route with a lower "
+             "activation energy, and it is not used up, so a small amount can convert a large quantity of reactants."),
+        pair(32, "What does an enzyme do?", "An enzyme is a protein that speeds up a chemical reaction in a living cell "
+             "by binding its substrate in an active site shaped to fit it, and it is not used up."),
+        # Dynosaur-style: one task, distinct inputs, three with the same label; one repeated row.
+        pair(40, f"{SENTIMENT}\n\nreview: The battery lasts all day and the screen is gorgeous.", "positive"),
+        pair(41, f"{SENTIMENT}\n\nreview: It broke after two days and support never answered.", "negative"),
+        pair(42, f"{SENTIMENT}\n\nreview: Fast delivery, works exactly as described.", "positive"),
+        pair(43, f"{SENTIMENT}\n\nreview: Comfortable, quiet and cheaper than the shop down the road.", "positive"),
+        pair(44, f"{SENTIMENT}\n\nreview: fast delivery - works exactly as described!", "positive"),
+        # A true copy, spacing and case aside.
+        pair(50, "Name the largest planet of the solar system.", "Jupiter, a gas giant more than 300 times Earth's mass."),
+        pair(51, "name the largest  planet of the solar system.", "Jupiter, a gas giant more than 300 times Earth's mass."),
+    ]
+    duplicates = {"pair_0011": "pair_0001", "pair_0021": "pair_0020", "pair_0023": "pair_0020",
+                  "pair_0031": "pair_0030", "pair_0044": "pair_0042", "pair_0051": "pair_0050"}
+    return pairs, duplicates
+
+
+def precision_recall(found: dict[str, str], expected: dict[str, str]) -> tuple[float, float]:
+    right = sum(expected.get(k) == v for k, v in found.items())
+    return (right / len(found) if found else 1.0), right / len(expected)
+
+
+def test_shared_context_pairs_look_like_duplicates_as_whole_texts():
+    # What makes the labelled set hard: whole pairs over one passage are near-identical.
+    pairs = {p.pair_id: p for p in labelled_set()[0]}
+    whole = [shingles(f"{pairs[i].instruction}\n{pairs[i].response}", 5) for i in ("pair_0002", "pair_0006")]
+    assert len(whole[0] & whole[1]) / len(whole[0] | whole[1]) > 0.8
+
+
+def test_near_duplicates_on_the_labelled_set_catch_copies_and_rewordings_and_keep_distinct_pairs():
+    pairs, expected = labelled_set()
+    found = near_duplicates(pairs)
+    assert precision_recall(found, expected) == (1.0, 1.0), found
+    # The kept pair of a group is the first by id, whatever order the pairs come in.
+    assert near_duplicates(pairs[::-1]) == found
+
+
+def test_a_stricter_threshold_keeps_rewordings_and_still_removes_copies():
+    pairs, expected = labelled_set()
+    found = near_duplicates(pairs, threshold=0.95)
+    assert found == {k: expected[k] for k in ("pair_0011", "pair_0044", "pair_0051")}
+
+
+def duorc_pairs() -> list[TrainingPairRow]:
+    """The DuoRC task file as UIT's training pairs read it: instruction and input, then the output."""
+    instances = [i for i in read_collection(DUORC) if isinstance(i, Instance)]
+    return [
+        TrainingPairRow(pair_id=f"pair_{n:04d}", source_id=f"uni_{n:04d}", source="uit", group_name="duorc",
+                        instruction=prompt_text(i.instruction, i.input), response=i.output)
+        for n, i in enumerate(instances)
+    ]
+
+
+def test_distinct_questions_over_shared_movie_plots_are_not_near_duplicates():
+    pairs = duorc_pairs()
+    assert len(pairs) == 200 and len({p.instruction.split("\n")[-1] for p in pairs}) < 40  # 33 plots
+    removed = near_duplicates(pairs)
+    assert len(removed) <= len(pairs) // 10, removed  # issue 24's target; compared whole, 163 went
+    # A true copy planted among them is still caught.
+    copy = pairs[17].model_copy(update={"pair_id": "pair_9999", "response": pairs[17].response + " "})
+    assert near_duplicates([*pairs, copy])["pair_9999"] == pairs[17].pair_id

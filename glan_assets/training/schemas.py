@@ -15,7 +15,8 @@ from glan_assets.ids import content_hash
 from glan_assets.rows import TableRow
 
 Split = Literal["train", "test"]
-RemovalReason = Literal["exact_duplicate", "near_duplicate", "contaminated"]
+# "quality": a rule flagged it, or its IFD or judge score missed a threshold (`signal`).
+RemovalReason = Literal["exact_duplicate", "near_duplicate", "contaminated", "quality"]
 
 
 def pair_id_of(source_id: str) -> str:
@@ -42,7 +43,8 @@ class TrainingPairRow(TableRow):
 
 
 class RemovedPairRow(TableRow):
-    """A pair left out of the training set: a duplicate of a kept pair, or contaminated."""
+    """A pair left out of the training set: a duplicate of a kept pair, contaminated, or
+    below the quality thresholds."""
 
     table: ClassVar[str] = "training_removed"
     id_column: ClassVar[str] = "pair_id"
@@ -53,6 +55,11 @@ class RemovedPairRow(TableRow):
     group_name: str
     reason: RemovalReason
     kept_pair_id: str = ""  # the pair a duplicate was removed in favour of
+    # For reason "quality": the first signal it failed (a rule's name, "ifd" or "judge"),
+    # what that signal measured (None: the pair has no such score), and every failure's reason.
+    signal: str = ""
+    signal_value: float | None = None
+    detail: str = ""
 
 
 class ContaminationRow(TableRow):
