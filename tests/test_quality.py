@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glan_assets import stages
-from glan_assets.parsing import ParseError, parse_structured
+from glan_assets.parsing import Cut, ParseError, parse_structured
 from glan_assets.dynosaur.schemas import InstanceRow, TaskRow
 from glan_assets.quality import calibration, rules
 from glan_assets.quality.contexts import dynosaur_context, field_values, glan_context, uit_context
@@ -261,7 +261,6 @@ def test_both_losses_come_from_one_batched_pass_equal_to_scoring_apart(scorer):
     [
         ('{"reason": "Correct and clear.", "score": 9}', 9),
         ('```json\n{"reason": "Off topic.", "score": 2}\n```', 2),
-        ('Sure! {"reason": "Partly right", "score": 5,', 5),  # cut before its brace: repaired
         ("The answer is accurate but brief.\n\nRating: [[7]]", 7),  # MT-Bench's own format
         ("Mostly right. Score: 6/10", 6),
     ],
@@ -269,6 +268,12 @@ def test_both_losses_come_from_one_batched_pass_equal_to_scoring_apart(scorer):
 def test_the_judges_parser_reads_a_score_and_reason(reply, score):
     verdict = parse_structured(reply, Verdict).value
     assert verdict.score == score and verdict.reason and "[[" not in verdict.reason
+
+
+def test_a_judge_reply_cut_before_its_brace_is_cut_not_repaired():
+    # json-repair would close it, but a repaired reply is re-asked like any cut one
+    with pytest.raises(Cut):
+        parse_structured('Sure! {"reason": "Partly right", "score": 5,', Verdict)
 
 
 @pytest.mark.parametrize("reply", ['{"reason": "Great.", "score": 11}', '{"reason": "Fine."}',
