@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup lock demo test browser-deps db-deps queue-deps proxy-deps dev clean
+.PHONY: setup lock demo test test-fast browser-deps db-deps queue-deps proxy-deps dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,10 @@ lock:
 
 demo: setup
 	$(BIN)/glan build
+
+# The pure tests (parsers, sampling, curation, versions): no server, instance or DuckDB file, seconds.
+test-fast: setup
+	$(BIN)/python -m pytest -q tests/unit
 
 test: setup browser-deps db-deps queue-deps proxy-deps
 	$(BIN)/python -m pytest -q

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
@@ -168,11 +168,12 @@ def plan_build(
         plans = plan_partitions(levels, keys, history, entries, force=keys if force else (), resources=resources)
         methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
     changed = any(m.partitions or (m.removed and prune) for m in methods)
-    return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed))
+    return BuildPlan(methods, prune, training_steps(instance, resources, history, until, recipe, generating=changed))
 
 
 def training_steps(
     instance: dg.DagsterInstance,
+    resources: Mapping[str, object],
     history: History,
     until: str,
     recipe: tuple[str, object] | None,
@@ -185,7 +186,7 @@ def training_steps(
     steps = []
     training_level = training.LEVELS[0]
     sources = [level(name) for name in training_level.deps]
-    reason = training_set_reason(instance, training_level, sources, history)
+    reason = training_set_reason(instance, training_level, sources, history, resources)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
     if until == TRAINING[-1] and recipe is not None:
@@ -382,8 +383,10 @@ def train(
     the generation runs; a step that is up to date by then comes back with no result."""
     done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
     assets = dg.load_assets_from_modules(training.MODULES)
+    resources = resources_from_env()
     for step in steps:
-        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe, generating=False)
+        history = History.read(instance, GENERATION + TRAINING)
+        fresh = training_steps(instance, resources, history, step.asset, recipe, generating=False)
         current = next((s for s in fresh if s.asset == step.asset), None)
         if current is None and step.reason != FORCED:
             done.append((TrainingStep(step.asset, step.partition, "up to date"), None))
@@ -393,7 +396,7 @@ def train(
             selection=[step.asset],
             partition_key=step.partition,
             instance=instance,
-            resources=resources_from_env(),
+            resources=resources,
             run_config=VERBOSE if verbose else QUIET,
             raise_on_error=False,
             tags={"glan/launched_by": "glan build", **process_tags(), BUILD_TAG: build_id,

@@ -39,9 +39,6 @@ class Level:
     lineage_view: str = ""
     # Records the taxonomy node's fingerprint, so an edited node makes it stale.
     records_fingerprint: bool = False
-    # The settings its rows depend on besides its prompts, as "resource.field": a changed
-    # value makes it stale (its stages' models and sampling count without being named).
-    config: tuple[str, ...] = ()
     # Other tables that may hold its ids (a pair curation left out is in training_removed).
     other_row_types: tuple[type[TableRow], ...] = ()
     # On a level the training set draws from: a SELECT over its table (or its method's lineage
@@ -93,9 +90,25 @@ def level_asset(level: Level, **overrides: object) -> Callable:
             with old_objects_frozen():
                 return compute(*args, **kwargs)
 
-        return asset(step)
+        defined = asset(step)
+        # What the asset takes is what its version covers (`resources.versioning`).
+        # (Dagster adds its default io_manager; levels return MaterializeResults and store nothing
+        # through it.)
+        _READS[level.name] = frozenset(defined.required_resource_keys) - {"io_manager"}
+        return defined
 
     return decorate
+
+
+_READS: dict[str, frozenset[str]] = {}
+
+
+def resource_keys(level: Level) -> frozenset[str]:
+    """The resources a level's asset reads, as its definition declares them."""
+    try:
+        return _READS[level.name]
+    except KeyError:
+        raise KeyError(f"level {level.name!r} has no asset declared with `level_asset`") from None
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from glan_assets.ids import content_hash
-from glan_assets.levels import Level
+from glan_assets.levels import Level, resource_keys
+from resources.versioning import settings_version
 
 NEW = "new"
 FAILED = "earlier run failed"
@@ -116,12 +117,13 @@ class History:
 
 
 def config_version(level: Level, resources: Mapping[str, object]) -> str:
-    """A hash of the settings a level's rows depend on: its declared `config` fields, and
-    each stage's model, sampling (prices aside) and attempts."""
+    """A hash of the settings a level's rows depend on: every versioned field of each resource
+    its asset reads (`resources.versioning`; files by content), and each stage's model,
+    sampling (prices aside) and attempts."""
     values: dict[str, object] = {}
-    for name in level.config:
-        resource, field_name = name.split(".", 1)
-        values[name] = getattr(resources[resource], field_name)
+    for key in sorted(resource_keys(level)):
+        fields = settings_version(resources[key], level.name) or {}
+        values.update({f"{key}.{name}": value for name, value in fields.items()})
     for stage in level.stages:
         llm = resources["llm"]
         sampling = llm.sampling(stage.name, stage.sampling)
@@ -215,10 +217,15 @@ RECIPE_VERSION = "recipe_version"  # model_checkpoint: content hash of its recip
 
 
 def training_set_reason(
-    instance: dg.DagsterInstance, level: Level, sources: Sequence[Level], history: History
+    instance: dg.DagsterInstance,
+    level: Level,
+    sources: Sequence[Level],
+    history: History,
+    resources: Mapping[str, object],
 ) -> str | None:
-    """Why the training set must be rebuilt: its own history, or a source partition's data."""
-    if reason := stale_reason(level, None, history):
+    """Why the training set must be rebuilt: its own history and settings (benchmark files by
+    content), or a source partition's data."""
+    if reason := stale_reason(level, None, history, config=config_version(level, resources)):
         return reason
     last = history.latest[level.name][None]
     if last.metadata.get(SOURCES_VERSION) != sources_version(instance, sources, history):

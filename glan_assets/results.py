@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 import dagster as dg
 
 from glan_assets.ids import content_hash
-from glan_assets.levels import Level
+from glan_assets.levels import Level, resource_keys
 from glan_assets.plan import CONFIG_VERSION, DATA_VERSION, INPUT_VERSIONS, config_version, input_versions
 from glan_assets.rows import RejectRow, TableRow
 from glan_assets.stages import Batch, Reply
@@ -64,8 +64,7 @@ def call_metadata(stats: CallStats) -> dict[str, object]:
 
 def _resources(context: dg.AssetExecutionContext, level: Level) -> dict[str, object]:
     """The resources `config_version` reads, from the step's own."""
-    keys = {name.split(".", 1)[0] for name in level.config} | ({"llm"} if level.stages else set())
-    return {key: getattr(context.resources, key) for key in keys}
+    return {key: getattr(context.resources, key) for key in resource_keys(level)}
 
 
 def store_partition(

@@ -14,6 +14,7 @@ retried here; `glan build` or the UI does.
 import dagster as dg
 
 from glan_assets.ids import content_hash
+from glan_assets.levels import resource_keys
 from glan_assets.methods import Method
 from glan_assets.plan import FAILED, History, PartitionPlan, plan_partitions
 
@@ -43,17 +44,20 @@ def method_job(method: Method, name: str):
 
 
 def method_sensor(method: Method, name: str, job) -> dg.SensorDefinition:
+    # What `wanted` reads, and what its levels' versions read.
+    keys = {"store", "llm", *method.resource_keys}.union(*(resource_keys(lv) for lv in method.levels))
+
     @dg.sensor(
         name=name,
         jobs=[job],
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={"store", "llm", *method.resource_keys},
+        required_resource_keys=keys,
         description=f"Adds {method.noun} partitions when {method.name}'s file changes and builds what is missing or stale.",
     )
     def _sensor(context: dg.SensorEvaluationContext, **given: object) -> dg.SensorResult:
         # Called directly, a sensor is handed its resources; the daemon puts them on the context.
-        res = {key: given.get(key) or getattr(context.resources, key) for key in {"store", "llm", *method.resource_keys}}
+        res = {key: given.get(key) or getattr(context.resources, key) for key in keys}
         wanted = method.wanted(res)  # a bad file fails the tick with its file, line and entry
         registered = context.instance.get_dynamic_partitions(method.partitions.name)
         added, removed = partition_changes(registered, list(wanted))

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from typing import ClassVar
+
 import dagster as dg
 
 from resources.cache import ResponseCache, cache_key
@@ -106,6 +108,9 @@ class Completion:
 
 class LLMResource(dg.ConfigurableResource):
     """OpenAI-compatible chat completions with caching, retries and a concurrency cap."""
+
+    # Each LLM stage versions its own model and sampling (`glan_assets.plan.config_version`).
+    VERSIONED: ClassVar[bool] = False
 
     base_url: str = ""  # OPENAI_BASE_URL; empty runs the embedded model offline
     api_key: str = ""  # OPENAI_API_KEY; sent to the endpoint, never cached or logged

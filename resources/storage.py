@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import ClassVar
+
 import dagster as dg
 import duckdb
 import pyarrow as pa
@@ -244,6 +246,9 @@ class DuckDBStore(dg.ConfigurableResource):
     """The storage that holds every level's table: the DuckDB file `path` (`GLAN_DB`), or with
     `backend="ducklake"` a DuckLake catalog in PostgreSQL (`catalog_dsn`) over Parquet files
     under `data_path` (`GLAN_STORAGE`, `GLAN_CATALOG_DSN`, `GLAN_DATA_PATH`)."""
+
+    # Where rows are stored is not what they are (`resources.versioning`).
+    VERSIONED: ClassVar[bool] = False
 
     path: str = "data/glan.duckdb"
     # How long a write waits: for the file lock (duckdb), or retrying commit conflicts (ducklake).

@@ -39,7 +39,6 @@ LEVEL = Level(
     lineage_columns={"instruction": "instruction", "input": "input", "output": "output", "source_row": "source_row"},
     lineage_view="dynosaur_lineage",
     partitions_def=dataset_partitions,
-    config=("dynosaur.max_chars", "dynosaur.instances_per_task"),
     training_pairs="SELECT instance_id AS source_id, dataset AS group_name, task_id, "
     "concat_ws(chr(10) || chr(10), instruction, nullif(input, '')) AS instruction, output AS response "
     "FROM dynosaur_instances",

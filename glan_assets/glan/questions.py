@@ -36,10 +36,6 @@ LEVEL = Level(
     lineage_columns={"kind": "question_kind", "key_concepts": "key_concepts", "question": "question",
                      "model": "question_model"},
     partitions_def=discipline_partitions,
-    config=(
-        "settings.questions_per_syllabus", "settings.harder_question_fraction", "settings.seed",
-        "settings.basic_concepts_max", "settings.harder_concepts_min", "settings.harder_concepts_max",
-    ),
 )
 
 

@@ -1,29 +1,34 @@
 """GLAN's counts as a typed resource; `glan_assets.settings` fills it from the profile and
 the environment, and the launchpad can override any field."""
 
+from typing import Annotated
+
 import dagster as dg
 
 from glan_assets.glan.taxonomy_file import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
+from resources.versioning import ReadBy, Unversioned
 
 
 class GenerationSettings(dg.ConfigurableResource):
     """How much to generate per item. Zero for `max_subjects_per_discipline` means no cap."""
 
-    taxonomy_path: str = str(DEFAULT_TAXONOMY)
-    seed: int = 0
-    subject_queries: int
-    max_subjects_per_discipline: int
-    sessions_min: int
-    sessions_max: int
-    key_concepts_per_session: int
-    questions_per_syllabus: int
-    harder_question_fraction: float
-    basic_concepts_max: int = 5
-    harder_concepts_min: int = 2
-    harder_concepts_max: int = 5
-    proposals_per_sub_field: int = 3
+    # Each level names the settings it reads (`ReadBy`), so a count changes only its own level
+    # and below; the taxonomy's nodes are versioned by their own fingerprints.
+    taxonomy_path: Annotated[str, Unversioned("each discipline's node is fingerprinted")] = str(DEFAULT_TAXONOMY)
+    seed: Annotated[int, ReadBy("questions")] = 0
+    subject_queries: Annotated[int, ReadBy("subjects")]
+    max_subjects_per_discipline: Annotated[int, ReadBy("subjects")]
+    sessions_min: Annotated[int, ReadBy("syllabi")]
+    sessions_max: Annotated[int, ReadBy("syllabi", "sessions")]
+    key_concepts_per_session: Annotated[int, ReadBy("syllabi")]
+    questions_per_syllabus: Annotated[int, ReadBy("questions")]
+    harder_question_fraction: Annotated[float, ReadBy("questions")]
+    basic_concepts_max: Annotated[int, ReadBy("questions")] = 5
+    harder_concepts_min: Annotated[int, ReadBy("questions")] = 2
+    harder_concepts_max: Annotated[int, ReadBy("questions")] = 5
+    proposals_per_sub_field: Annotated[int, ReadBy("taxonomy_proposals")] = 3
     # The sensor deletes a discipline removed from the taxonomy only when this is set.
-    sensor_prunes: bool = False
+    sensor_prunes: Annotated[bool, Unversioned("the sensor's choice, not the rows")] = False
 
     def taxonomy(self) -> Taxonomy:
         return load_taxonomy(self.taxonomy_path)

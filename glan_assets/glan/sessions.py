@@ -38,7 +38,6 @@ LEVEL = Level(
     logic_version="2",  # outlines are read without a call
     label="session",
     lineage_columns={"session_index": "session_index", "title": "session_title"},
-    config=("settings.sessions_max",),
     partitions_def=discipline_partitions,
 )
 

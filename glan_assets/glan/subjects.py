@@ -34,7 +34,6 @@ LEVEL = Level(
     dedup_column="subject_name",
     label="subject",
     lineage_columns={"subject_name": "subject_name", "level": "level"},
-    config=("settings.subject_queries", "settings.max_subjects_per_discipline"),
     partitions_def=discipline_partitions,
 )
 

@@ -26,7 +26,6 @@ LEVEL = Level(
     parent="subjects",
     stages=(WRITE,),
     label="syllabus",
-    config=("settings.sessions_min", "settings.sessions_max", "settings.key_concepts_per_session"),
     partitions_def=discipline_partitions,
 )
 

@@ -2,10 +2,12 @@
 and the environment, and the launchpad can override any field."""
 
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
 
 from glan_assets.training.recipes import TrainingRecipe, load_recipes
+from resources.versioning import InputFiles, Unversioned
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_BENCHMARKS = DATA_DIR / "benchmark_sample.jsonl"
@@ -23,7 +25,8 @@ class TrainingSettings(dg.ConfigurableResource):
     out, and a source it does not name is not capped.
     """
 
-    benchmarks: list[str] = [str(DEFAULT_BENCHMARKS)]
+    # Files by content: editing a benchmark file makes the training set stale.
+    benchmarks: Annotated[list[str], InputFiles()] = [str(DEFAULT_BENCHMARKS)]
     # Per group: a GLAN discipline, a Dynosaur dataset, a UIT collection.
     heldout_per_discipline: int = 1  # the paper's GLAN-Test holds out 50
     source_caps: dict[str, int] = dict(DEFAULT_SOURCE_CAPS)
@@ -32,8 +35,10 @@ class TrainingSettings(dg.ConfigurableResource):
     shingle_words: int = 5
     contamination_ngram: int = 13
     split_seed: int = 0
-    recipes: str = str(DEFAULT_RECIPES)
-    checkpoints: str = "data/checkpoints"
+    recipes: Annotated[str, Unversioned("each recipe's content versions the checkpoint it trains")] = str(
+        DEFAULT_RECIPES
+    )
+    checkpoints: Annotated[str, Unversioned("where checkpoints are written")] = "data/checkpoints"
 
     def recipe_names(self) -> list[str]:
         return list(load_recipes(self.recipes))

@@ -42,7 +42,6 @@ LEVEL = Level(
     label="candidate instruction",
     kinds=frozenset({"duckdb", "pytorch"}),
     partitions_def=collection_partitions,
-    config=("uit.candidates_per_task", "uit.target_format", "uit.scorer_model", "uit.max_scored_instances"),
 )
 
 

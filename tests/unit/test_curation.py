@@ -174,7 +174,7 @@ def test_curate_counts_every_removal_once_and_splits_what_is_left():
 
 # --- near-duplicates that keep distinct pairs ---------------------------------------------
 
-DUORC = Path(__file__).parent / "data" / "duorc_selfrc_200.json"  # see tests/data/NOTICE.md
+DUORC = Path(__file__).parents[1] / "data" / "duorc_selfrc_200.json"  # see tests/data/NOTICE.md
 
 LIGHTHOUSE = (
     "Passage: Marta keeps the lighthouse on the northern cliff of Skel Island. Her brother Tomas sails the "
