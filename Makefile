@@ -46,8 +46,10 @@ lock:
 	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
+# The build, then its release: the dataset folder with its card and pictures.
 demo: setup
 	$(BIN)/glan build
+	$(BIN)/glan export --layout dataset data/release
 
 # The pure tests (parsers, sampling, curation, versions): no server, instance or DuckDB file, seconds.
 test-fast: setup
@@ -57,7 +59,7 @@ test: setup browser-deps db-deps queue-deps proxy-deps
 	$(BIN)/python -m pytest -q
 
 dev: setup
-	$(BIN)/dagster dev
+	$(BIN)/glan ui
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -72,6 +72,13 @@ class LevelProgress:
     seconds: float  # since the partition's run was created
 
 
+@dataclass(frozen=True)
+class CheckFailure:
+    check: str  # asset:check
+    error: bool  # False: a warning, worth reading and not failing the build
+    advice: str  # what it found and what to do
+
+
 @dataclass
 class PartitionSummary:
     partition: str
@@ -79,7 +86,7 @@ class PartitionSummary:
     seconds: float
     run_id: str
     levels: list[LevelSummary] = field(default_factory=list)
-    failed_checks: list[str] = field(default_factory=list)
+    failed_checks: list["CheckFailure"] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -228,7 +235,10 @@ def run_partition(
     )
     levels = [level_of(event) for event in result.all_events if _is_level_event(event)]
     failed_checks = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+        CheckFailure(f"{e.asset_key.to_user_string()}:{e.check_name}", e.severity == dg.AssetCheckSeverity.ERROR,
+                     e.description or "")
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
     ]
     error = "" if result.success else failure_message(result)
     return PartitionSummary(plan.key, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error)

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import re
 import sys
 import time
 import uuid
@@ -31,6 +32,8 @@ from glan_assets.build import (
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
 from glan_assets.lineage import chain, ensure_lineage_views
+from glan_assets.definitions import defs
+from glan_assets.diagram import mermaid
 from glan_assets.orphans import fail_orphaned_runs
 from glan_assets.registry import LEVELS, METHODS, stages
 from glan_assets.rows import RejectRow
@@ -68,7 +71,8 @@ def _instance() -> dg.DagsterInstance:
     with file_lock(home / ".glan.lock"):
         if not (home / "dagster.yaml").exists():
             # Dagster warns about a home without one, and greets a new one with telemetry.
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+            # The UI's first page would be a community sign-up modal (nux).
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
         instance = dg.DagsterInstance.get()
         instance.get_runs(limit=1)  # creates or migrates the storage while the lock is held
     return instance
@@ -222,8 +226,9 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         hits = sum(lv.cache_hits for lv in s.levels)
         retries = sum(lv.retries for lv in s.levels)
         click.echo(f"[{mark}] {s.partition}: {s.seconds:.0f}s, {calls} LLM calls, {hits} cached{retried(retries)}")
-        if s.failed_checks:
-            click.echo(f"       failed checks: {', '.join(s.failed_checks)}")
+        for failure in sorted(s.failed_checks, key=lambda f: not f.error):  # errors first
+            kind = click.style("error", fg="red") if failure.error else click.style("warning", fg="yellow")
+            click.echo(f"       {kind} {failure.check}: {failure.advice}")
         if not s.success:
             lv = s.failed_level
             where = f" --level {lv.asset}" if lv else ""
@@ -256,7 +261,7 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         click.echo(f"log:      {write_log(instance, build_id, log_path)}")
     click.echo(f"data:     {store.location} (tables {', '.join(GENERATION)}, view lineage)")
     click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    click.echo("UI:       .venv/bin/dagster dev   (then open http://127.0.0.1:3000)")
+    click.echo(f"UI:       {_glan_command()} ui   (then open http://127.0.0.1:3000)")
     if not all(s.success for s in summaries) or not trained_ok:
         sys.exit(1)
 
@@ -436,6 +441,49 @@ def chat(recipe: str, max_new_tokens: int, prompt: str | None) -> None:
     prompts = [prompt] if prompt else (line.strip() for line in sys.stdin if line.strip())
     for text in prompts:
         click.echo(reply(model, tokenizer, text, max_new_tokens=max_new_tokens))
+
+
+def _glan_command() -> str:
+    """This environment's `glan`, as the user can type it from here."""
+    glan = Path(sys.executable).parent / "glan"
+    try:
+        return str(glan.relative_to(Path.cwd()))
+    except ValueError:
+        return str(glan)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+def ui(host: str, port: int) -> None:
+    """Dagster's UI on this project's instance: the runs and partitions `glan build` wrote.
+
+    A bare `dagster dev` without DAGSTER_HOME opens a temporary instance instead, where every
+    partition looks new and the sensors rebuild it all."""
+    _instance()  # the home `glan build` uses, set up if new
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    dagster = Path(sys.executable).parent / "dagster"
+    click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    click.echo(f"UI:       http://{host}:{port}", nl=True)
+    sys.stdout.flush()
+    os.execv(dagster, [str(dagster), "dev", "-h", host, "-p", str(port), "-w", str(workspace)])
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="Replace the diagram in README.md with it.")
+def diagram(write: bool) -> None:
+    """The asset graph as a Mermaid flowchart, from the definitions."""
+    text = mermaid(defs())
+    if not write:
+        click.echo(text, nl=False)
+        return
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    old = readme.read_text()
+    new, found = re.subn(r"```mermaid\n.*?```", lambda _: f"```mermaid\n{text}```", old, count=1, flags=re.S)
+    if not found:
+        _fail(f"{readme}: no ```mermaid block to replace")
+    readme.write_text(new)
+    click.echo(f"wrote the diagram into {readme}")
 
 
 @main.command("server")

@@ -33,6 +33,7 @@ class Profile:
     heldout_per_discipline: int
     max_tokens: int  # cap on every stage's max_tokens; 0: the stages' own
     max_temperature: float  # cap on every stage's temperature; 0: none
+    rates_warn: bool = False  # reject and duplicate rates over their limits warn, not fail
 
 
 PROFILES = {
@@ -52,6 +53,8 @@ PROFILES = {
         heldout_per_discipline=1,
         max_tokens=256,
         max_temperature=0.7,
+        # SmolLM2-135M misses the rate limits by design: they are worth reading, not acting on.
+        rates_warn=True,
     ),
     # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
     # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
@@ -286,7 +289,9 @@ class Settings:
             "training": self.training(),
             "uit": self.uit(),
             "dynosaur": self.dynosaur(),
-            "check_thresholds": CheckThresholds(**_fields_from_env(CheckThresholds, self.env)),
+            "check_thresholds": CheckThresholds(
+                **{"rates_warn": self.profile.rates_warn} | _fields_from_env(CheckThresholds, self.env)
+            ),
         }
 
 

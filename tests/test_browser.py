@@ -101,22 +101,24 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[DagsterUI]:
-    """`dagster dev` from the repo root on a project of its own: the fake endpoint, a tmp
-    taxonomy (Physics, Astronomy), DuckDB file and DAGSTER_HOME."""
+    """The UI as a newcomer opens it: `glan build`, then `glan ui` as printed, from the project's
+    folder with no DAGSTER_HOME set, on the fake endpoint and a tmp taxonomy (Physics, Astronomy)."""
     ARTIFACTS.mkdir(exist_ok=True)
     with FakeLLM() as llm:
         project = Project(tmp_path_factory.mktemp("ui"), llm.base_url)
         shutil.copy(REPO / "dagster_home" / "dagster.yaml", project.dagster_home)
+        env = {k: v for k, v in project.subprocess_env().items() if k != "DAGSTER_HOME"}
         # Build the taxonomy as a user does first, so the sensor's first tick has nothing
         # missing or stale to build and the runs below are the only ones the UI launches.
-        subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers"],
-                       cwd=project.root, env=project.subprocess_env(), check=True, capture_output=True, timeout=600)
+        built = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers"],
+                               cwd=project.root, env=env, check=True, capture_output=True, text=True, timeout=600)
+        printed = next(line for line in built.stdout.splitlines() if line.startswith("UI:"))
+        assert printed.split()[1].endswith("glan") and printed.split()[2] == "ui", printed
         with open(ARTIFACTS / "dagster-dev.log", "w") as log:
             port = free_port()
             proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
-                 "-w", "workspace.yaml"],
-                cwd=REPO, env=project.subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "glan_assets.cli", "ui", "--port", str(port)],
+                cwd=project.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
             try:
                 dagster = DagsterUI(f"http://127.0.0.1:{port}", project)
@@ -138,10 +140,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    # The first-visit "Join the Dagster community" prompt covers the page; this is its
-    # dismissed flag.
-    context.add_init_script("localStorage.setItem('communityNux', '1')")
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})  # a first visit
     tab = context.new_page()
     tab.set_default_timeout(30_000)
     yield tab
@@ -162,6 +161,16 @@ def choose_graph_setting(page: Page, item: str) -> None:
             if attempt == 2:
                 raise
             page.keyboard.press("Escape")
+
+
+def test_the_ui_opens_on_the_builds_partitions_with_no_sign_up_modal(ui, page):
+    page.goto(f"{ui.url}/assets/answers?view=partitions")
+    expect(page.get_by_text("Physics", exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile("2 materialized|Materialized.*2", re.S)).first).to_be_visible()
+    expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
+    shot(page, "0-first-page")
+    query = '{ assetNodeOrError(assetKey: {path: ["answers"]}) { ... on AssetNode { partitionStats { numMaterialized } } } }'
+    assert ui.graphql(query)["assetNodeOrError"]["partitionStats"]["numMaterialized"] == 2
 
 
 def test_the_asset_graph_shows_every_level_top_to_bottom_in_method_order(ui, page):

@@ -41,6 +41,7 @@ def test_a_built_discipline_passes_every_check_of_every_level(project):
     checks = run_checks(project, "Physics")
 
     assert failed(checks) == []
+    assert all(e.description is None for e in checks.values())  # nothing to do
     assert {e.partition for e in checks.values()} == {"Physics"}
     levels = LEVELS
     assert {key.split(":")[0] for key in checks} == set(levels)
@@ -83,7 +84,14 @@ def test_many_rejected_outputs_fail_reject_rate_unless_the_threshold_allows_them
     checks = run_checks(project, "Physics")
 
     assert failed(checks) == ["answers:reject_rate"]
-    assert checks["answers:reject_rate"].metadata["reject_rate"].value == 0.5
+    result = checks["answers:reject_rate"]
+    assert result.metadata["reject_rate"].value == 0.5
+    # It says what it found and where to look. The demo profile (the default) warns: its tiny
+    # model misses the rates by design. Other profiles fail.
+    assert result.description == "4 of 8 outputs unusable (50% > 20%): see `glan rejects --level answers --partition 'Physics'`"
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    paper = run_checks(project, "Physics", {"GLAN_PROFILE": "paper"})["answers:reject_rate"]
+    assert not paper.passed and paper.severity == dg.AssetCheckSeverity.ERROR
     assert failed(run_checks(project, "Physics", {"GLAN_MAX_REJECT_RATE": "0.6"})) == []
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from glan_assets.levels import Level
 from glan_assets.results import markdown_table
+from glan_assets.training.pictures import draw
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
 from glan_assets.training.sources import SOURCE_NOTES
 from resources.storage import DuckDBStore, to_arrow
@@ -172,7 +173,8 @@ def export_dataset(
     *,
     levels: Sequence[Level],
 ) -> dict[str, Path]:
-    """Writes the train and test splits and the dataset card; returns {"train", "test", "card"} paths.
+    """Writes the train and test splits, the dataset card and its pictures; returns the paths:
+    "train", "test", "card" and "image_<name>".
 
     The card names each generating stage's models (read from the levels' tables) and prompt
     versions (from `levels`, the registry's); `sampling` (stage -> e.g. {"temperature": 0.7,
@@ -206,6 +208,11 @@ def export_dataset(
         sampling or {},
         levels,
     )
+    pictures = draw(out / "images", pairs, store.read(RemovedPairRow))
+    card += "\n## Pictures\n\n" + "\n\n".join(
+        f"![{caption}]({path.relative_to(out).as_posix()})" for caption, path in pictures.items()
+    ) + "\n"
+    paths |= {f"image_{p.stem}": p for p in pictures.values()}
     paths["card"] = out / "README.md"
     paths["card"].write_text(card)
     return paths
