@@ -22,6 +22,7 @@ import dagster as dg
 
 from glan_assets import training
 from glan_assets.checks import all_checks
+from glan_assets.dagster_internal import failure_text
 from glan_assets.methods import Method
 from glan_assets.orphans import process_tags
 from glan_assets.plan import (
@@ -271,7 +272,7 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             while error is not None and error.cause is not None:  # Dagster wraps the user's error
                 error = error.cause
             message = (error.message.strip().splitlines() or [""])[0] if error else ""
-            return f"{e.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}"
+            return f"{e.step_key}: {failure_text(message)}"
     return "the run failed before any step ran"
 
 

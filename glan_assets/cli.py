@@ -112,8 +112,9 @@ def _store_with_data(res: dict) -> DuckDBStore:
 def main() -> None:
     """Instruction-tuning data, built incrementally with Dagster and DuckDB."""
     # Dagster's preview/beta warnings are about APIs this project chose; they would drown the
-    # progress lines. Everything Dagster logs is in the build's log file.
-    warnings.filterwarnings("ignore", module="dagster")
+    # progress lines. Its deprecation warnings stay: they announce a break.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     # peft calls a transformers attribute deprecated in 5.x; nothing for a user to do.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 

@@ -16,3 +16,12 @@ def free_pool_slots(instance: dg.DagsterInstance, run_id: str) -> None:
 def pool_slot_holders(instance: dg.DagsterInstance, pool: str) -> list[str]:
     """The run ids holding slots of `pool`, one per slot (what the UI's Pools page lists)."""
     return [slot.run_id for slot in instance.event_log_storage.get_concurrency_info(pool).claimed_slots]
+
+
+# How Dagster writes a `dg.Failure` raised in a step into the step's error text: the exception's
+# import path, which is internal. `failure_text` strips it so the user reads their own message.
+FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+
+
+def failure_text(message: str) -> str:
+    return message.removeprefix(FAILURE_PREFIX)

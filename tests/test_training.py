@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import torch
 import yaml
 
 from glan_assets.dynosaur.instances import dynosaur_instances
@@ -294,5 +295,15 @@ def test_the_model_card_names_the_base_recipe_data_and_loss(trained):
 def test_glan_chat_loads_the_checkpoint_onto_the_packaged_base_and_replies(trained):
     checkpoint, _, _ = trained
     model, tokenizer = load_for_chat(checkpoint)
-    reply = chat(model, tokenizer, "In Introduction to Physics, explain inertia in simple terms.", max_new_tokens=12)
+    prompt = "In Introduction to Physics, explain inertia in simple terms."
+    reply = chat(model, tokenizer, prompt, max_new_tokens=12)
     assert isinstance(reply, str) and reply.strip()
+    # The adapter is on and changes what the model predicts: with it disabled, the same model
+    # (the packaged base) gives other logits for the same prompt.
+    ids, _ = prompt_and_response(tokenizer, prompt)
+    inputs = torch.tensor([ids])
+    with torch.no_grad():
+        tuned = model(input_ids=inputs).logits
+        with model.disable_adapter():
+            base = model(input_ids=inputs).logits
+    assert (tuned - base).abs().max().item() > 1e-3
