@@ -31,9 +31,10 @@ from glan_assets.plan import (
     PartitionPlan,
     checkpoint_reason,
     plan_partitions,
+    with_input_versions,
     training_set_reason,
 )
-from glan_assets.registry import METHODS, level
+from glan_assets.registry import LEVELS, METHODS, level
 from glan_assets.sensors import partition_changes
 from glan_assets.settings import resources_from_env
 from glan_assets.training.partitions import recipe_partitions
@@ -208,8 +209,10 @@ def training_steps(
     return steps
 
 
-def _assets_and_checks() -> list:
-    assets = dg.load_assets_from_modules([m for method in METHODS for m in method.modules])
+def _assets_and_checks(resources: Mapping[str, object]) -> list:
+    assets = with_input_versions(
+        dg.load_assets_from_modules([m for method in METHODS for m in method.modules]), LEVELS, resources
+    )
     return [*assets, *all_checks([lv for method in METHODS for lv in method.levels])]
 
 
@@ -218,12 +221,13 @@ def run_partition(
 ) -> PartitionSummary:
     """Materialize the plan's levels of one partition, with their checks, in one run."""
     start = time.monotonic()
+    resources = resources_from_env()
     result = dg.materialize(
-        _assets_and_checks(),
+        _assets_and_checks(resources),
         selection=dg.AssetSelection.assets(*plan.levels),
         partition_key=plan.key,
         instance=instance,
-        resources=resources_from_env(),
+        resources=resources,
         run_config=VERBOSE if verbose else QUIET,
         raise_on_error=False,
         tags={
@@ -393,8 +397,8 @@ def train(
     """Run the planned training steps whose inputs really changed, re-deciding each after
     the generation runs; a step that is up to date by then comes back with no result."""
     done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
-    assets = dg.load_assets_from_modules(training.MODULES)
     resources = resources_from_env()
+    assets = with_input_versions(dg.load_assets_from_modules(training.MODULES), training.LEVELS, resources)
     for step in steps:
         history = History.read(instance, GENERATION + TRAINING)
         fresh = training_steps(instance, resources, history, step.asset, recipe, generating=False)

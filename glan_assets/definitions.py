@@ -7,6 +7,7 @@ from glan_assets.checks import all_checks
 from glan_assets.dynosaur.definitions import defs as dynosaur_defs
 from glan_assets.glan.definitions import defs as glan_defs
 from glan_assets.orphans import orphaned_runs_sensor
+from glan_assets.plan import with_input_versions
 from glan_assets.registry import LEVELS
 from glan_assets.settings import resources_from_env
 from glan_assets.training.definitions import defs as training_defs
@@ -15,10 +16,14 @@ from glan_assets.uit.definitions import defs as uit_defs
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(
-        glan_defs,
-        training_defs,
-        uit_defs,
-        dynosaur_defs,
-        dg.Definitions(asset_checks=all_checks(LEVELS), resources=resources_from_env(), sensors=[orphaned_runs_sensor]),
+    resources = resources_from_env()
+    merged = dg.Definitions.merge(glan_defs, training_defs, uit_defs, dynosaur_defs)
+    return dg.Definitions(
+        # A level's code version carries its settings and input files, so the UI's stale markers
+        # and the training set's automation agree with `glan build`'s plan.
+        assets=with_input_versions(merged.assets, LEVELS, resources),
+        jobs=merged.jobs,
+        sensors=[*merged.sensors, orphaned_runs_sensor],
+        asset_checks=all_checks(LEVELS),
+        resources=resources,
     )

@@ -132,6 +132,22 @@ def config_version(level: Level, resources: Mapping[str, object]) -> str:
     return content_hash(values)[:16]
 
 
+def with_input_versions(
+    assets: Iterable[dg.AssetsDefinition], levels: Sequence[Level], resources: Mapping[str, object]
+) -> list[dg.AssetsDefinition]:
+    """The assets with each level's code version extended by `config_version`, so Dagster's own
+    stale markers and automation conditions see a changed setting or input file as the plan does."""
+    by_name = {lv.name: lv for lv in levels}
+
+    def extend(spec: dg.AssetSpec) -> dg.AssetSpec:
+        level = by_name.get(spec.key.to_user_string())
+        if level is None:
+            return spec
+        return spec.replace_attributes(code_version=f"{level.code_version}+{config_version(level, resources)}")
+
+    return dg.map_asset_specs(extend, list(assets))
+
+
 def stale_reason(
     level: Level, key: str | None, history: History, fingerprint: str | None = None, config: str | None = None
 ) -> str | None:
@@ -141,7 +157,8 @@ def stale_reason(
         return FAILED if key in history.failed[level.name] else NEW
     if key in history.failed[level.name]:
         return FAILED
-    if last.code_version != level.code_version:
+    # Recorded as "<code>+<inputs>" (`with_input_versions`); the inputs are compared below.
+    if (last.code_version or "").split("+")[0] != level.code_version:
         return CODE
     if fingerprint is not None and last.metadata.get(FINGERPRINT) != fingerprint:
         return NODE

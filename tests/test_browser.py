@@ -233,7 +233,7 @@ def test_a_discipline_materialized_from_the_ui_shows_its_preview_and_checks(ui, 
     page.goto(f"{ui.url}/assets/answers?view=checks")
     for name in CHECKS:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
-    expect(page.get_by_text("Succeeded", exact=True)).to_have_count(len(CHECKS))
+    expect(page.get_by_text("Succeeded", exact=True)).to_have_count(len(CHECKS), timeout=30_000)  # a loaded machine
     expect(page.get_by_text("Physics", exact=True).first).to_be_visible()  # the evaluated partition
     shot(page, "5-answers-checks")
     page.locator("button[role=tab]").filter(has_text="Partitions").click()  # the check's tab, not the asset's

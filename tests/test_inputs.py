@@ -3,7 +3,10 @@
 
 import json
 
+import dagster as dg
+
 from glan_assets.build import build, plan_build, train
+from glan_assets.definitions import defs
 from glan_assets.plan import CONFIG
 from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
 from resources.storage import DuckDBStore
@@ -68,3 +71,29 @@ def test_a_stage_setting_makes_only_its_level_and_below_stale(project, fake_llm,
     plan = project.plan()
     assert {(p.levels[0], p.reason) for p in plan.partitions} == {("questions", CONFIG)}
     assert all(p.levels == ("questions", "answers") for p in plan.partitions)
+
+
+def _ui_view(project, monkeypatch, var: str, value: str) -> dg.Definitions:
+    """The definitions `dagster dev` loads after the user sets `var` and reloads."""
+    _set(project, monkeypatch, var, value)
+    return defs()
+
+
+def test_the_ui_and_its_automation_see_a_changed_setting_as_the_plan_does(project, fake_llm, monkeypatch):
+    before = _ui_view(project, monkeypatch, "GLAN_HELDOUT_PER_DISCIPLINE", "1")
+    first = plan_build(project.instance, project.resources(), until="training_set")
+    assert all(s.success for s in build(project.instance, first.partitions, workers=1))
+    assert all(r.success for _, r in train(project.instance, first.training, None, build_id="first") if r)
+    key = dg.AssetKey("training_set")
+    evaluated = dg.evaluate_automation_conditions(defs=before, instance=project.instance)
+    assert evaluated.get_num_requested(key) == 0
+
+    after = _ui_view(project, monkeypatch, "GLAN_HELDOUT_PER_DISCIPLINE", "0")
+    specs = {s.key: s.code_version for s in after.resolve_all_asset_specs()}
+    old = {s.key: s.code_version for s in before.resolve_all_asset_specs()}
+    assert {k for k in specs if specs[k] != old[k]} == {key}  # the UI marks exactly it stale
+    evaluated = dg.evaluate_automation_conditions(defs=after, instance=project.instance, cursor=evaluated.cursor)
+    assert evaluated.get_num_requested(key) == 1
+    assert [(s.asset, s.reason) for s in plan_build(project.instance, project.resources(), until="training_set").training] == [
+        ("training_set", CONFIG)
+    ]

@@ -97,7 +97,13 @@ def by_source(reads: list[SourceRead], kept: list[TrainingPairRow], removed: lis
 @level_asset(
     LEVEL,
     deps=[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in LEVEL.deps],
-    automation_condition=dg.AutomationCondition.eager(),
+    # New source data, or a changed setting or benchmark file (its code version carries them).
+    automation_condition=dg.AutomationCondition.eager()
+    | (
+        dg.AutomationCondition.code_version_changed()
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+    ),
 )
 def training_set(
     context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings
