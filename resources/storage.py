@@ -395,6 +395,8 @@ class DuckDBStore(dg.ConfigurableResource):
                     # Writers attaching a new catalog at once race to create its metadata tables.
                     text = str(exc).lower()
                     racing = any(w in text for w in ("already exists", "duplicate key", "conflict"))
+                    if self.read_only and "creating a new ducklake" in text:  # READ_ONLY creates no catalog
+                        raise StoreUnavailable(f"no data in {self.location} yet: run `glan build`") from None
                     if self.read_only and not racing:
                         raise StoreUnavailable(f"cannot read {self.location}: {_cause(exc)}") from None
                     if not racing or time.monotonic() > deadline:

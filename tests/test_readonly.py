@@ -156,13 +156,17 @@ def test_a_dry_run_prune_lists_what_it_would_delete(built):
 
 @pytest.mark.ducklake
 def test_a_lake_is_read_without_a_commit(project, lake_env, monkeypatch, tmp_path):
-    """On DuckLake the catalog is attached READ_ONLY: an export adds no snapshot (it had
-    committed the lineage view)."""
+    """On DuckLake the catalog is attached READ_ONLY: a new catalog is not created, and an
+    export adds no snapshot (it had committed the lineage view)."""
     for k, v in lake_env.items():
         project.env[k] = v
         monkeypatch.setenv(k, v)
-    assert all(s.success for s in project.build())
     store = project.resources()["store"]
+    error = one_line_error(glan(project, "taxonomy", "list"))
+    assert error == f"error: no data in {store.location} yet: run `glan build`\n"
+    assert not Path(lake_env["GLAN_DATA_PATH"]).exists()
+
+    assert all(s.success for s in project.build())
 
     def snapshots() -> int:
         return store.query("SELECT max(snapshot_id) AS n FROM ducklake_snapshots('lake')")[0]["n"]
