@@ -121,15 +121,16 @@ def main() -> None:
 PLAN_LINES = 20  # partitions the plan names one by one; the rest are counted by reason
 
 
-def _describe(plan: BuildPlan, doomed: dict[str, dict[str, int]] | None = None) -> list[str]:
-    """The plan's lines; `doomed` (a dry run's `--prune`): rows per table of each removed partition."""
+def _describe(plan: BuildPlan, doomed: dict[tuple[str, str], dict[str, int]] | None = None) -> list[str]:
+    """The plan's lines; `doomed` (a dry run's `--prune`): rows per table of each removed
+    partition, by (method, partition)."""
     lines = []
     for m in plan.methods:
         if m.added:
             lines.append(f"new {m.method.noun}s: {', '.join(m.added)}")
         if m.removed and doomed is not None:
             for key in m.removed[:PLAN_LINES]:
-                rows = doomed.get(key, {})
+                rows = doomed.get((m.method.name, key), {})
                 tables = ", ".join(f"{t} {n}" for t, n in rows.items())
                 what = f"{sum(rows.values())} rows ({tables})" if rows else "no rows"
                 lines.append(f"would prune {m.method.noun} {key}: delete {what} and its partition")
@@ -275,13 +276,17 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         sys.exit(1)
 
 
-def _doomed(store: DuckDBStore, plan: BuildPlan) -> dict[str, dict[str, int]]:
+def _doomed(store: DuckDBStore, plan: BuildPlan) -> dict[tuple[str, str], dict[str, int]]:
     """Rows per table that `--prune` would delete, per removed partition, read read-only."""
     if store.backend == "duckdb" and not Path(store.path).exists():
         return {}
     reader = store.reader()
     try:
-        return {key: reader.partition_rows(m.method.partition_column, key) for m in plan.methods for key in m.removed}
+        return {
+            (m.method.name, key): reader.partition_rows(m.method.partition_column, key)
+            for m in plan.methods
+            for key in m.removed
+        }
     except StoreUnavailable as exc:
         _fail(str(exc))
 

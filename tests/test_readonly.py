@@ -11,7 +11,8 @@ import duckdb
 import pytest
 
 from glan_assets.glan.schemas import AnswerRow
-from resources.storage import DuckDBStore
+from glan_assets.rows import RejectRow
+from resources.storage import DuckDBStore, Slice
 from tests.conftest import TINY_TAXONOMY
 from tests.test_cli import glan
 
@@ -112,6 +113,18 @@ def test_an_unreadable_database_is_blamed_not_the_export_path(built, tmp_path):
         error = one_line_error(glan(built, *args))
         assert error.startswith(f"error: cannot read {built.db}: ") and "not a valid DuckDB database file" in error
         assert str(out) not in error
+    assert not out.exists()
+
+
+def test_an_export_before_any_pair_is_one_line(project, tmp_path):
+    DuckDBStore(path=str(project.db)).replace([Slice(RejectRow, [RejectRow(
+        reject_id="rej_1", parent_id="syl_1", partition_key="Physics", asset="sessions", stage="sessions",
+        reason="no JSON found", raw_output="prose", attempts=3)])])
+    out = tmp_path / "pairs.jsonl"
+
+    error = one_line_error(glan(project, "export", str(out)))
+
+    assert error == f"error: no pairs in {project.db} yet: run `glan build`\n"
     assert not out.exists()
 
 
