@@ -43,7 +43,8 @@ def view_sql(leaf: Level, levels: Sequence[Level], temporary: bool = False) -> s
             on += f" AND {p}.{partition} = {c}.{partition}"
         joins.append(f"JOIN {parent.name} {p} ON {on}")
     return (
-        f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {leaf.lineage_view} AS\nSELECT {', '.join(ids + texts)}\n"
+        f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {leaf.lineage_view} AS\n"
+        f"SELECT {', '.join(ids + texts)}\n"
         f"FROM {leaf.name} {alias[leaf.name]}\n" + "\n".join(joins)
     )
 

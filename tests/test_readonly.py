@@ -90,7 +90,8 @@ def test_read_only_commands_read_a_database_that_cannot_be_written(read_only, tm
 
     # No training set yet: one line that names the database, and no release folder.
     release = tmp_path / "release"
-    assert f"{project.db} has no training set" in one_line_error(glan(project, "export", "--layout", "dataset", str(release)))
+    no_training_set = one_line_error(glan(project, "export", "--layout", "dataset", str(release)))
+    assert f"{project.db} has no training set" in no_training_set
     assert not release.exists()
 
     assert snapshot(project.db.parent) == before
@@ -142,7 +143,8 @@ def test_a_dry_run_prune_lists_what_it_would_delete(built):
     built.taxonomy.write_text(TINY_TAXONOMY.replace("          - name: Astronomy\n", ""))
     with duckdb.connect(str(built.db), read_only=True) as con:
         tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM duckdb_columns() JOIN duckdb_tables() USING (database_name, schema_name, table_name) "
+            "SELECT table_name FROM duckdb_columns() "
+            "JOIN duckdb_tables() USING (database_name, schema_name, table_name) "
             "WHERE column_name = 'discipline' ORDER BY table_name").fetchall()]
         counts = {t: con.execute(f"SELECT count(*) FROM {t} WHERE discipline = 'Astronomy'").fetchone()[0]
                   for t in tables}
@@ -155,7 +157,8 @@ def test_a_dry_run_prune_lists_what_it_would_delete(built):
     line = next(x for x in plan.stdout.splitlines() if "would prune discipline Astronomy" in x)
     assert line.startswith(f"  would prune discipline Astronomy: delete {sum(counts.values())} rows (")
     assert line.endswith(") and its partition")
-    listed = dict(part.rsplit(" ", 1) for part in line.split(" rows (", 1)[1].removesuffix(") and its partition").split(", "))
+    tables_part = line.split(" rows (", 1)[1].removesuffix(") and its partition")
+    listed = dict(part.rsplit(" ", 1) for part in tables_part.split(", "))
     assert {t: int(n) for t, n in listed.items()} == counts
     assert "rows kept" not in plan.stdout
     assert snapshot(built.db.parent) == before
