@@ -31,9 +31,9 @@ from glan_assets.build import (
 )
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
-from glan_assets.lineage import chain, ensure_lineage_views
 from glan_assets.definitions import defs
 from glan_assets.diagram import mermaid
+from glan_assets.lineage import chain, temporary_lineage_views
 from glan_assets.orphans import fail_orphaned_runs
 from glan_assets.registry import LEVELS, METHODS, stages
 from glan_assets.rows import RejectRow
@@ -41,7 +41,7 @@ from glan_assets.settings import SettingsError, resources_from_env
 from glan_assets.training.release import export_dataset
 from resources.llm import EndpointUnreachable
 from resources.locks import file_lock
-from resources.storage import DuckDBStore, Slice
+from resources.storage import DuckDBStore, Slice, StoreUnavailable
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -101,10 +101,14 @@ def _one_build_at_a_time(home: Path):
 
 
 def _store_with_data(res: dict) -> DuckDBStore:
-    """The store, for commands that only read: a missing file is an error, not a new file."""
-    store = res["store"]
-    if store.backend == "duckdb" and not Path(store.path).exists():
-        _fail(f"no data at {store.path} (GLAN_DB); build some with `glan build`")
+    """The store opened read-only, for commands that only read: they never create or write
+    it, and a missing or unreadable file is a one-line error."""
+    store = res["store"].reader()
+    try:
+        with store.connect():
+            pass
+    except StoreUnavailable as exc:
+        _fail(str(exc))
     return store
 
 
@@ -122,12 +126,22 @@ def main() -> None:
 PLAN_LINES = 20  # partitions the plan names one by one; the rest are counted by reason
 
 
-def _describe(plan: BuildPlan) -> list[str]:
+def _describe(plan: BuildPlan, doomed: dict[tuple[str, str], dict[str, int]] | None = None) -> list[str]:
+    """The plan's lines; `doomed` (a dry run's `--prune`): rows per table of each removed
+    partition, by (method, partition)."""
     lines = []
     for m in plan.methods:
         if m.added:
             lines.append(f"new {m.method.noun}s: {', '.join(m.added)}")
-        if m.removed:
+        if m.removed and doomed is not None:
+            for key in m.removed[:PLAN_LINES]:
+                rows = doomed.get((m.method.name, key), {})
+                tables = ", ".join(f"{t} {n}" for t, n in rows.items())
+                what = f"{sum(rows.values())} rows ({tables})" if rows else "no rows"
+                lines.append(f"would prune {m.method.noun} {key}: delete {what} and its partition")
+            if len(m.removed) > PLAN_LINES:
+                lines.append(f"would prune {len(m.removed) - PLAN_LINES} more {m.method.noun}s")
+        elif m.removed:
             verb = "pruned (rows deleted)" if plan.pruned else "gone from the file, rows kept (`--prune` deletes them)"
             lines.append(f"{m.method.noun}s {verb}: {', '.join(m.removed)}")
         for p in m.partitions[:PLAN_LINES]:
@@ -191,7 +205,8 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         click.echo(f"marked {len(orphaned)} run(s) of killed builds as failed")
     plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe,
                       wanted=wanted)
-    for line in _describe(plan):
+    doomed = _doomed(store, plan) if dry_run and prune else None
+    for line in _describe(plan, doomed):
         click.echo(f"  {line}")
     if dry_run or not (plan.partitions or plan.training):
         return
@@ -267,6 +282,21 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         sys.exit(1)
 
 
+def _doomed(store: DuckDBStore, plan: BuildPlan) -> dict[tuple[str, str], dict[str, int]]:
+    """Rows per table that `--prune` would delete, per removed partition, read read-only."""
+    if store.backend == "duckdb" and not Path(store.path).exists():
+        return {}
+    reader = store.reader()
+    try:
+        return {
+            (m.method.name, key): reader.partition_rows(m.method.partition_column, key)
+            for m in plan.methods
+            for key in m.removed
+        }
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+
+
 # What `glan build` prints of the training assets' metadata.
 TRAINING_SUMMARY = (
     "train", "test", "exact_duplicates_removed", "near_duplicates_removed", "contaminated_removed",
@@ -340,17 +370,21 @@ def export(fmt: str, layout: str, path: Path) -> None:
             for name, file in export_dataset(store, path, fmt, sampling, levels=LEVELS).items():
                 click.echo(f"wrote {name}: {file}")
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
-        ensure_lineage_views(store, LEVELS)
+        # The store is read-only here: the lineage view is this connection's own.
         with store.connect(memory_limit=store.export_memory_limit) as con:
+            if "lineage" not in temporary_lineage_views(con, LEVELS):
+                _fail(f"no pairs in {store.location} yet: run `glan build`")
             n = con.execute("SELECT count(*) FROM lineage").fetchone()[0]
+            path.parent.mkdir(parents=True, exist_ok=True)
             target = str(path).replace("'", "''")
             con.execute(f"COPY (SELECT * FROM lineage ORDER BY answer_id) TO '{target}' ({options})")
-    except ValueError as exc:
+    except (ValueError, StoreUnavailable) as exc:
         _fail(str(exc))
     except (OSError, duckdb.IOException) as exc:
-        _fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}")
+        # Reading is the store's (StoreUnavailable above); what fails here is writing PATH.
+        cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0].rsplit(": ", 1)[-1]
+        _fail(f"cannot write {path}: {cause}")
     click.echo(f"wrote {n} pairs to {path}")
 
 
@@ -381,7 +415,7 @@ def taxonomy_list(status: str) -> None:
 
 
 def _list_proposals(status: str) -> None:
-    store = _resources()["store"]
+    store = _store_with_data(_resources())
     rows = [p for p in store.read(ProposalRow) if status in ("all", p.status)]
     if not rows:
         click.echo(f"no {status} proposals; run `glan taxonomy propose`")
@@ -407,7 +441,7 @@ def taxonomy_reject(proposal_ids: tuple[str, ...]) -> None:
 def _vote(proposal_ids: tuple[str, ...], keep: bool) -> None:
     res = _resources()
     store, settings = res["store"], res["settings"]
-    proposals = {p.proposal_id: p for p in store.read(ProposalRow)}
+    proposals = {p.proposal_id: p for p in _store_with_data(res).read(ProposalRow)}
     missing = [i for i in proposal_ids if i not in proposals]
     if missing:
         _fail(f"no proposal with id {', '.join(missing)}; see `glan taxonomy list --status all`")

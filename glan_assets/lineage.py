@@ -6,6 +6,8 @@ each method's lineage view joins its last level up to its root.
 
 from collections.abc import Sequence
 
+import duckdb
+
 from glan_assets.levels import Level
 from glan_assets.results import markdown_table
 from glan_assets.rows import TableRow
@@ -21,9 +23,9 @@ def ancestry(leaf: Level, levels: Sequence[Level]) -> list[Level]:
     return found
 
 
-def view_sql(leaf: Level, levels: Sequence[Level]) -> str:
+def view_sql(leaf: Level, levels: Sequence[Level], temporary: bool = False) -> str:
     """One row per row of `leaf`: every ancestor's id, then each level's lineage columns,
-    root first."""
+    root first. `temporary`: a view of the connection only, as a read-only one can create."""
     up = ancestry(leaf, levels)
     alias = {lv.name: f"t{i}" for i, lv in enumerate(up)}
     ids = [f"{alias[lv.name]}.{lv.row_type.id_column}" for lv in up]
@@ -41,7 +43,8 @@ def view_sql(leaf: Level, levels: Sequence[Level]) -> str:
             on += f" AND {p}.{partition} = {c}.{partition}"
         joins.append(f"JOIN {parent.name} {p} ON {on}")
     return (
-        f"CREATE OR REPLACE VIEW {leaf.lineage_view} AS\nSELECT {', '.join(ids + texts)}\n"
+        f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {leaf.lineage_view} AS\n"
+        f"SELECT {', '.join(ids + texts)}\n"
         f"FROM {leaf.name} {alias[leaf.name]}\n" + "\n".join(joins)
     )
 
@@ -60,6 +63,24 @@ def ensure_lineage_views(store: DuckDBStore, levels: Sequence[Level] | None = No
         for leaf in (lv for lv in levels if lv.lineage_view):
             if all(lv.name in tables for lv in ancestry(leaf, levels)):
                 con.execute(view_sql(leaf, levels))
+
+
+def temporary_lineage_views(con: duckdb.DuckDBPyConnection, levels: Sequence[Level]) -> set[str]:
+    """Every method's lineage view over the tables that exist, as TEMP views of `con` (they
+    shadow stored ones), for a read-only connection; returns their names."""
+    tables = {
+        t
+        for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = current_schema()"
+        ).fetchall()
+    }
+    made = set()
+    for leaf in (lv for lv in levels if lv.lineage_view):
+        if all(lv.name in tables for lv in ancestry(leaf, levels)):
+            con.execute(view_sql(leaf, levels, temporary=True))
+            made.add(leaf.lineage_view)
+    return made
 
 
 def chain(store: DuckDBStore, item_id: str, levels: Sequence[Level] | None = None) -> list[TableRow]:

@@ -143,9 +143,14 @@ def _memory_limited(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterat
         con.execute("RESET memory_limit")
 
 
-# One in-memory DuckDB with the lake attached per (process, catalog, data path): attaching costs
-# ~0.4 s (extensions, catalog round trips), a cursor on it ~5 ms.
-_LAKES: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+def _spill_directory() -> str:
+    """Where a connection that may not write beside its database spills: this process's own."""
+    return str(Path(tempfile.gettempdir()) / f"glan-duckdb-{os.getpid()}")
+
+
+# One in-memory DuckDB with the lake attached per (process, catalog, data path, read-only):
+# attaching costs ~0.4 s (extensions, catalog round trips), a cursor on it ~5 ms.
+_LAKES: dict[tuple[int, str, str, bool], duckdb.DuckDBPyConnection] = {}
 _LAKES_LOCK = threading.Lock()
 _INHERITED: list[duckdb.DuckDBPyConnection] = []
 
@@ -242,6 +247,16 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 CREATION_WAIT_S = 5.0  # how long a file another process is creating may lack its headers
 
 
+class StoreUnavailable(RuntimeError):
+    """A read-only store that cannot be opened: no file yet, or one that cannot be read. Its
+    message is one line naming the file and the cause."""
+
+
+def _cause(exc: BaseException) -> str:
+    """DuckDB's reason for an error, without its class prefix ("IO Error: ...")."""
+    return str(exc).strip().splitlines()[0].split(" Error: ", 1)[-1]
+
+
 class DuckDBStore(dg.ConfigurableResource):
     """The storage that holds every level's table: the DuckDB file `path` (`GLAN_DB`), or with
     `backend="ducklake"` a DuckLake catalog in PostgreSQL (`catalog_dsn`) over Parquet files
@@ -263,6 +278,13 @@ class DuckDBStore(dg.ConfigurableResource):
     # it. With DuckDB's default, 80% of RAM, one 10M-row export reached 9.9 GiB. Writes keep
     # the default: a partition is written in one transaction, and under a low cap one can fail.
     export_memory_limit: str = "2GB"
+    # Open read-only (`reader()`): the file is never created or written, and a file or
+    # folder without write permission is read; DuckLake's catalog is attached READ_ONLY.
+    read_only: bool = False
+
+    def reader(self) -> "DuckDBStore":
+        """This store, opened read-only: for commands that only read."""
+        return DuckDBStore(**{name: getattr(self, name) for name in type(self).model_fields} | {"read_only": True})
 
     @property
     def location(self) -> str:
@@ -285,7 +307,13 @@ class DuckDBStore(dg.ConfigurableResource):
             finally:
                 con.close()
             return
-        self._create()
+        if self.read_only:
+            if not Path(self.path).exists():
+                raise StoreUnavailable(f"no data at {self.path} yet: run `glan build`")
+        else:
+            self._create()
+        # Read-only, DuckDB would spill beside the file, where it may not write.
+        config = {"temp_directory": _spill_directory()} if self.read_only else {}
         deadline = time.monotonic() + self.lock_timeout_s
         # A file being created exists for a moment without all of DuckDB's headers. Past this,
         # an invalid file is an error.
@@ -293,7 +321,7 @@ class DuckDBStore(dg.ConfigurableResource):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path)
+                con = duckdb.connect(self.path, read_only=self.read_only, config=config)
                 break
             except duckdb.IOException as exc:
                 text = str(exc)
@@ -308,6 +336,8 @@ class DuckDBStore(dg.ConfigurableResource):
                         "`glan build --force`: every LLM response is cached, so the rebuild makes no calls."
                     ) from None
                 if "lock" not in text.lower() or time.monotonic() > deadline:
+                    if self.read_only:
+                        raise StoreUnavailable(f"cannot read {self.path}: {_cause(exc)}") from None
                     raise
                 _STATS["lock_waits"] += 1
                 time.sleep(delay)
@@ -338,11 +368,11 @@ class DuckDBStore(dg.ConfigurableResource):
             raise ValueError(
                 "the ducklake backend needs catalog_dsn (GLAN_CATALOG_DSN) and data_path (GLAN_DATA_PATH)"
             )
-        key = (os.getpid(), self.catalog_dsn, self.data_path)
+        key = (os.getpid(), self.catalog_dsn, self.data_path, self.read_only)
         with _LAKES_LOCK:
             if key in _LAKES:
                 return _LAKES[key]
-            if "://" not in self.data_path:
+            if "://" not in self.data_path and not self.read_only:
                 Path(self.data_path).mkdir(parents=True, exist_ok=True)
             deadline = time.monotonic() + self.lock_timeout_s
             delay = 0.1
@@ -350,8 +380,7 @@ class DuckDBStore(dg.ConfigurableResource):
                 con = duckdb.connect()
                 try:
                     # An in-memory database would spill into the working directory.
-                    spill = Path(tempfile.gettempdir()) / f"glan-duckdb-{os.getpid()}"
-                    con.execute(f"SET temp_directory = {_sql_string(str(spill))}")
+                    con.execute(f"SET temp_directory = {_sql_string(_spill_directory())}")
                     for name in ("postgres_scanner", "ducklake"):
                         con.execute(f"LOAD {_sql_string(extension_path(name))}")
                     # The extension's own commit retry reads the changes of the snapshots
@@ -363,7 +392,7 @@ class DuckDBStore(dg.ConfigurableResource):
                     con.execute("SET GLOBAL ducklake_max_retry_count = 0")
                     con.execute(
                         f"ATTACH {_sql_string('ducklake:postgres:' + self.catalog_dsn)} AS {LAKE} "
-                        f"(DATA_PATH {_sql_string(self.data_path)})"
+                        f"(DATA_PATH {_sql_string(self.data_path)}{', READ_ONLY' if self.read_only else ''})"
                     )
                     break
                 except duckdb.Error as exc:
@@ -371,6 +400,10 @@ class DuckDBStore(dg.ConfigurableResource):
                     # Writers attaching a new catalog at once race to create its metadata tables.
                     text = str(exc).lower()
                     racing = any(w in text for w in ("already exists", "duplicate key", "conflict"))
+                    if self.read_only and "creating a new ducklake" in text:  # READ_ONLY creates no catalog
+                        raise StoreUnavailable(f"no data in {self.location} yet: run `glan build`") from None
+                    if self.read_only and not racing:
+                        raise StoreUnavailable(f"cannot read {self.location}: {_cause(exc)}") from None
                     if not racing or time.monotonic() > deadline:
                         raise
                     _STATS["commit_retries"] += 1
@@ -428,28 +461,38 @@ class DuckDBStore(dg.ConfigurableResource):
     def delete_partition(self, column: str, key: str, rejects_table: str = "rejects") -> dict[str, int]:
         """Remove one partition's rows from every table with the column `column`, and their
         rejects, in one transaction. Returns rows removed per table."""
+        return self._write(lambda con: self._partition_rows(con, column, key, rejects_table, "DELETE"),
+                           f"partition {column}={key}")
 
-        def delete(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-            removed: dict[str, int] = {}
-            tables = [
-                t
-                for (t,) in con.execute(
-                    "SELECT table_name FROM duckdb_columns() "
-                    "JOIN duckdb_tables() USING (database_name, schema_name, table_name) "
-                    "WHERE column_name = ? AND database_name = current_database() AND schema_name = current_schema()",
-                    [column],
-                ).fetchall()
-            ]
-            for table in tables:
-                removed[table] = con.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', [key]).fetchone()[0]
-            if tables and self._has_table(con, rejects_table):
-                marks = ", ".join("?" for _ in tables)
-                removed[rejects_table] = con.execute(
-                    f"DELETE FROM {rejects_table} WHERE partition_key = ? AND asset IN ({marks})", [key, *tables]
-                ).fetchone()[0]
-            return removed
+    def partition_rows(self, column: str, key: str, rejects_table: str = "rejects") -> dict[str, int]:
+        """What `delete_partition` would remove, per table (tables with no such rows left out)."""
+        with self.connect() as con:
+            found = self._partition_rows(con, column, key, rejects_table, "SELECT count(*)")
+        return {table: n for table, n in found.items() if n}
 
-        return self._write(delete, f"partition {column}={key}")
+    def _partition_rows(
+        self, con: duckdb.DuckDBPyConnection, column: str, key: str, rejects_table: str, verb: str
+    ) -> dict[str, int]:
+        """`verb` ("DELETE" or "SELECT count(*)") over one partition's rows of every table with
+        the column `column`, and their rejects; rows per table."""
+        found: dict[str, int] = {}
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_columns() "
+                "JOIN duckdb_tables() USING (database_name, schema_name, table_name) "
+                "WHERE column_name = ? AND database_name = current_database() AND schema_name = current_schema()",
+                [column],
+            ).fetchall()
+        ]
+        for table in tables:
+            found[table] = con.execute(f'{verb} FROM "{table}" WHERE "{column}" = ?', [key]).fetchone()[0]
+        if tables and self._has_table(con, rejects_table):
+            marks = ", ".join("?" for _ in tables)
+            found[rejects_table] = con.execute(
+                f"{verb} FROM {rejects_table} WHERE partition_key = ? AND asset IN ({marks})", [key, *tables]
+            ).fetchone()[0]
+        return found
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
