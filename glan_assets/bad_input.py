@@ -100,7 +100,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, bytes, Mapping | BadLine]]:
             if number == 1:
                 text = text.removeprefix("\ufeff")
             try:
-                value = json.loads(text)
+                value = json.loads(text.rstrip("\r\n"))  # an error at the end points at the end, not past the break
             except json.JSONDecodeError as exc:
                 yield number, line, bad("malformed JSON line", len(text[: exc.pos].encode()), exc.msg, text)
                 continue

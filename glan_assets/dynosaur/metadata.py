@@ -67,7 +67,8 @@ def dataset_metadata(context: dg.AssetExecutionContext, dynosaur: DynosaurSettin
                 for bad in source.rejected
             ]
     except DatasetError as exc:
-        raise dg.Failure(description=f"{exc}; the rows stored before were kept") from exc
+        # `from None`: a build reports the deepest cause, which would be the library's text.
+        raise dg.Failure(description=f"{exc}; the rows stored before were kept") from None
     if rejects:
         context.log.warning(f"{entry.name}: {len(rejects)} bad lines left out; see `glan rejects --level {LEVEL.name}`")
     if row.skipped_columns:

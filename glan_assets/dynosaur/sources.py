@@ -143,17 +143,19 @@ def _read_file(con: duckdb.DuckDBPyConnection, entry: DatasetEntry, scratch: Pat
         con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(entry.path)))}")
         return _number_rows(con), []
     except duckdb.Error as exc:
-        if entry.format != "jsonl":
-            raise explain(entry.format, entry.path, exc) from exc
         try:
-            return _good_lines(con, entry.path, scratch)
-        except duckdb.Error:
+            read = _good_lines(con, entry.path, scratch) if entry.format == "jsonl" else None
+        except duckdb.Error:  # the good lines fail too: a value DuckDB cannot read, say
+            read = None
+        if read is None:
             raise explain(entry.format, entry.path, exc) from exc
+        return read
 
 
-def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tuple[int, list[BadLine]]:
+def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tuple[int, list[BadLine]] | None:
     """The JSONL file without its bad lines, each row numbered by its place among the file's
-    non-blank lines (DuckDB's own numbering of a clean file, which skips blank lines too)."""
+    non-blank lines (DuckDB's own numbering of a clean file, which skips blank lines too).
+    None when no line is bad (DuckDB failed on something else) or every line is."""
     rejected, kept = [], []
     good = scratch / "good.jsonl"
     with good.open("wb") as out:
@@ -163,11 +165,8 @@ def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tu
             else:
                 out.write(line if line.endswith(b"\n") else line + b"\n")
                 kept.append(index)
-    if not rejected:
-        raise duckdb.InvalidInputException("every line is a JSON object")  # DuckDB failed on something else
-    if not kept:
-        first = rejected[0]
-        raise BadInput("jsonl", path, first.where, f"{first.kind}, and so is every other line")
+    if not rejected or not kept:
+        return None
     con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM read_json({literal(str(good))}, format='newline_delimited')")
     con.execute("CREATE TEMP TABLE kept AS SELECT generate_subscripts($1, 1) AS i, unnest($1) AS k", [kept])
     con.execute(
