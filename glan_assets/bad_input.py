@@ -85,26 +85,26 @@ def json_lines(path: Path) -> Iterator[tuple[int, bytes, Mapping | BadLine]]:
     with path.open("rb") as fh:
         for number, line in enumerate(fh, 1):
             start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
+            if line.strip():
+                yield number, line, _json_object(path.name, number, start, line)
 
-            def bad(kind: str, byte: int, detail: str = "", text: str | None = None) -> BadLine:
-                raw = line.decode("utf-8", errors="replace") if text is None else text
-                return BadLine(path.name, number, start + byte, kind, detail, raw[:RAW_CHARS])
 
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield number, line, bad("not UTF-8 text", exc.start, f"byte {line[exc.start]:#04x}")
-                continue
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            try:
-                value = json.loads(text.rstrip("\r\n"))  # an error at the end points at the end, not past the break
-            except json.JSONDecodeError as exc:
-                yield number, line, bad("malformed JSON line", len(text[: exc.pos].encode()), exc.msg, text)
-                continue
-            yield number, line, value if isinstance(value, Mapping) else bad("line is not a JSON object", 0, text=text)
+def _json_object(file: str, number: int, start: int, line: bytes) -> Mapping | BadLine:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raw = line.decode("utf-8", errors="replace")[:RAW_CHARS]
+        return BadLine(file, number, start + exc.start, "not UTF-8 text", f"byte {line[exc.start]:#04x}", raw)
+    if number == 1:
+        text = text.removeprefix("\ufeff")
+    try:
+        value = json.loads(text.rstrip("\r\n"))  # an error at the end points at the end, not past the break
+    except json.JSONDecodeError as exc:
+        byte = start + len(text[: exc.pos].encode())
+        return BadLine(file, number, byte, "malformed JSON line", exc.msg, text[:RAW_CHARS])
+    if not isinstance(value, Mapping):
+        return BadLine(file, number, start, "line is not a JSON object", "", text[:RAW_CHARS])
+    return value
 
 
 def explain(fmt: str, path: Path, exc: BaseException) -> BadInput:

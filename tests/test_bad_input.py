@@ -82,6 +82,13 @@ def test_a_jsonl_of_only_bad_lines_names_the_first(tmp_path):
     assert message == "cannot be read as jsonl at line 2 (byte 2): malformed JSON line: Expecting property name enclosed in double quotes"
 
 
+def test_a_dynosaur_json_array_is_not_read_line_by_line(tmp_path):
+    text = '[\n {"question": "q0", "answer": "a0"},\n {"question": "q1", "answer": }\n]\n'
+    message = source_error(tmp_path, "qa.json", text.encode())
+    expected = text.index("}\n]")  # where the answer's value should be
+    assert message == f"cannot be read as json at line 3 (byte {expected}): Expecting value"
+
+
 def test_uit_json_and_yaml_files_name_format_file_and_place(tmp_path):
     bad_json = tmp_path / "task.json"
     bad_json.write_bytes('{"Definition": "Say it in French.",\n "Instances": "caf\xe9"}'.encode("latin-1"))

@@ -143,6 +143,8 @@ def _read_file(con: duckdb.DuckDBPyConnection, entry: DatasetEntry, scratch: Pat
         con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(entry.path)))}")
         return _number_rows(con), []
     except duckdb.Error as exc:
+        if entry.format == "jsonl" and _starts_with(entry.path, b"["):  # one JSON array: no lines to skip
+            raise explain("json", entry.path, exc) from exc
         try:
             read = _good_lines(con, entry.path, scratch) if entry.format == "jsonl" else None
         except duckdb.Error:  # the good lines fail too: a value DuckDB cannot read, say
@@ -150,6 +152,11 @@ def _read_file(con: duckdb.DuckDBPyConnection, entry: DatasetEntry, scratch: Pat
         if read is None:
             raise explain(entry.format, entry.path, exc) from exc
         return read
+
+
+def _starts_with(path: Path, char: bytes) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip()[:1] == char
 
 
 def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tuple[int, list[BadLine]] | None:
