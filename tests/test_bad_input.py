@@ -152,6 +152,17 @@ def test_a_dynosaur_jsonl_keeps_its_good_lines_at_their_places(tmp_path):
     assert rows == [(i, f"q{i}", f"a{i}") for i in (0, 1, 3, 4, 5)]
 
 
+def test_a_value_past_the_type_sample_is_read_not_a_late_failure(tmp_path):
+    # DuckDB types a CSV column from its first 20,480 rows; a count alone would pass, and the
+    # instances would fail on the value later.
+    lines = ["question,n"] + [f"q{i},{i}" for i in range(25_000)] + ["q-last,not a number"]
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+    with open_source(entry_for(tmp_path, "late", "late.csv")) as source:
+        assert source.row_count == 25_001
+        assert [(c.name, c.type) for c in source.columns] == [("question", "VARCHAR"), ("n", "VARCHAR")]
+        assert source.con.execute("SELECT max(__glan_row), list(n)[-1] FROM source").fetchone() == (25_000, "not a number")
+
+
 # --- through the real path: a DuckDB file and the Dagster assets ------------------------------
 
 

@@ -87,7 +87,8 @@ def _hf_table(entry: DatasetEntry, con: duckdb.DuckDBPyConnection) -> tuple[dict
 def open_source(entry: DatasetEntry) -> Iterator[Source]:
     """The dataset as the view `source`, with its text columns; a `DatasetError` naming the
     dataset and its registry entry when it cannot be read or has nothing to make tasks from."""
-    problem = f"dataset {entry.name!r} ({entry.where}): {entry.path}"
+    dataset = f"dataset {entry.name!r} ({entry.where})"
+    problem = f"{dataset}: {entry.path}"
     if not entry.path.exists():
         raise DatasetError(f"{problem} does not exist")
     con = duckdb.connect()
@@ -105,7 +106,7 @@ def open_source(entry: DatasetEntry) -> Iterator[Source]:
                 row_count, rejected = _read_file(con, entry, Path(scratch.name))
             described = con.execute("DESCRIBE SELECT * FROM raw").fetchall()
         except BadInput as exc:
-            raise DatasetError(f"dataset {entry.name!r} ({entry.where}): {exc}") from exc
+            raise DatasetError(f"{dataset}: {exc}") from exc
         except Exception as exc:  # duckdb, pyarrow and datasets each raise their own errors
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DatasetError(f"{problem} cannot be read as {entry.format}: {first}") from exc
@@ -118,30 +119,40 @@ def open_source(entry: DatasetEntry) -> Iterator[Source]:
                 f"{problem} has {len(columns)} text column(s) ({', '.join(c.name for c in columns) or 'none'}"
                 f"{'; skipped: ' + ', '.join(skipped) if skipped else ''}): a task needs an input and an output column"
             )
-        try:
-            yield Source(con, columns, skipped, row_count, info, rejected)
-        except duckdb.Error as exc:  # a value the first read did not reach (a count reads no columns)
-            raise DatasetError(f"dataset {entry.name!r} ({entry.where}): {explain(entry.format, entry.path, exc)}") from exc
+        yield Source(con, columns, skipped, row_count, info, rejected)
     finally:
         con.close()
         scratch.cleanup()
 
 
 def _number_rows(con: duckdb.DuckDBPyConnection) -> int:
-    """The view `source` over `raw`, numbered in file order; its row count (reading the whole file)."""
+    """The view `source` over `raw`, numbered in file order; its row count, every value read
+    once (a count alone converts none, and a value that does not fit its type would fail later)."""
     # A window over no order keeps the scan's order (a streaming window): the file's row index.
     con.execute(f"CREATE OR REPLACE VIEW source AS SELECT row_number() OVER () - 1 AS {ident(ROW)}, * FROM raw")
-    return con.execute("SELECT count(*) FROM raw").fetchone()[0]
+    return con.execute("SELECT count(*), count(COLUMNS(*)) FROM raw").fetchone()[0]
+
+
+def _scan(con: duckdb.DuckDBPyConnection, fmt: str, path: Path) -> int:
+    """`raw` and `source` over the file; its row count. DuckDB takes the types from the first
+    rows: when a later value does not fit, they are taken from every row."""
+    # An explicit quote: a sniffer free to drop quoting reads a broken quote as one wide column.
+    reader = {"csv": "read_csv({}, quote='\"'{})", "jsonl": "read_json({}{})", "parquet": "read_parquet({}{})"}[fmt]
+    try:
+        con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(path)), '')}")
+        return _number_rows(con)
+    except (duckdb.ConversionException, duckdb.InvalidInputException):
+        if fmt == "parquet":  # its types are written in the file
+            raise
+    con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(path)), ', sample_size=-1')}")
+    return _number_rows(con)
 
 
 def _read_file(con: duckdb.DuckDBPyConnection, entry: DatasetEntry, scratch: Path) -> tuple[int, list[BadLine]]:
     """The file as the view `source`; its row count and the JSONL lines left out. A file that
     cannot be read raises `BadInput` at its first bad line or byte."""
-    # An explicit quote: a sniffer free to drop quoting reads a broken quote as one wide column.
-    reader = {"csv": "read_csv({}, quote='\"')", "jsonl": "read_json({})", "parquet": "read_parquet({})"}[entry.format]
     try:
-        con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(entry.path)))}")
-        return _number_rows(con), []
+        return _scan(con, entry.format, entry.path), []
     except duckdb.Error as exc:
         if entry.format == "jsonl" and _starts_with(entry.path, b"["):  # one JSON array: no lines to skip
             raise explain("json", entry.path, exc) from exc
@@ -174,7 +185,7 @@ def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tu
                 kept.append(index)
     if not rejected or not kept:
         return None
-    con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM read_json({literal(str(good))}, format='newline_delimited')")
+    _scan(con, "jsonl", good)
     con.execute("CREATE TEMP TABLE kept AS SELECT generate_subscripts($1, 1) AS i, unnest($1) AS k", [kept])
     con.execute(
         f"CREATE OR REPLACE VIEW source AS SELECT kept.k AS {ident(ROW)}, numbered.* EXCLUDE (__glan_i) "
