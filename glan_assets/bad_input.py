@@ -19,6 +19,7 @@ TEXT_FORMATS = ("csv", "jsonl", "json", "yaml")
 CHUNK = 1 << 20
 RAW_CHARS = 2000  # of a bad line, kept in its reject
 MAX_REPARSE_BYTES = 256 * 2**20  # a JSON file is parsed whole only to find its error up to this size
+BROKEN_QUOTE = 'a quoted field is not closed, or text follows its closing quote (a quote inside one is written "")'
 _LIBRARY_PREFIX = re.compile(r"^[A-Za-z ]*(Error|Exception): ")
 
 
@@ -71,7 +72,8 @@ def first_bad_text(path: Path) -> tuple[str, str] | None:
                 if exc.reason == "unexpected end of data" and nul < 0 and chunk:
                     pending, data, bad = data[exc.start :], data[: exc.start], -1  # a character cut by the chunk
                 else:
-                    bad, problem = exc.start, f"not UTF-8 text (byte {data[exc.start]:#04x}): binary data, or another encoding"
+                    bad = exc.start
+                    problem = f"not UTF-8 text (byte {data[bad]:#04x}): binary data, or another encoding"
             if bad >= 0:
                 return at(line + data.count(b"\n", 0, bad), base + bad), problem
             if not chunk:
@@ -156,7 +158,7 @@ def _csv_problem(path: Path) -> tuple[str, str] | None:
                     return f"line {start}", f"{len(row)} fields where the header has {width}"
                 start = reader.line_num + 1
         except csv.Error:
-            return f"line {start}", 'a quoted field is not closed, or text follows its closing quote (a quote inside a quoted field is written "")'
+            return f"line {start}", BROKEN_QUOTE
     return None
 
 
