@@ -135,16 +135,17 @@ def test_bad_lines_are_rejected_with_their_reason_and_the_rest_kept(tmp_path):
     instances, bad = read(path)
     assert [i.output for i in instances] == ["hi", "bye"]
     reasons = {b.source_row: b.reason for b in bad}
-    assert reasons["mixed.jsonl:1"].startswith("malformed JSON line")
+    assert reasons["mixed.jsonl:1"].startswith("malformed JSON line: mixed.jsonl:1 (byte ")
     assert reasons["mixed.jsonl:3"] == "empty instruction"
     assert reasons["mixed.jsonl:4"].startswith("mixed formats: this record is sharegpt")
-    assert reasons["mixed.jsonl:5"] == "line is not a JSON object"
+    assert reasons["mixed.jsonl:5"] == f"line is not a JSON object: mixed.jsonl:5 (byte {path.read_text().index('[1, 2]')})"
 
 
 def test_a_broken_json_array_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": ]')
-    with pytest.raises(FormatError, match="broken.json: not a readable JSON array"):
+    cut = path.read_text().rindex("]")  # where a value was expected
+    with pytest.raises(FormatError, match=rf"broken.json cannot be read as json at line 1 \(byte {cut}\): Expecting value"):
         list(read_collection(path))
 
 

@@ -155,7 +155,8 @@ def dynosaur_instances(
         with open_source(dynosaur.registry().entry(key)) as source:
             built = [task_instances(source.con, meta, t, dynosaur.max_chars, dynosaur.instances_per_task) for t in tasks]
     except DatasetError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        # `from None`: a build reports the deepest cause, which would be the library's text.
+        raise dg.Failure(description=f"{exc}; the rows stored before were kept") from None
     rows = [r for b in built for r in b.rows]
     dropped = store.query(
         f"SELECT count(*) AS n FROM {RejectRow.table} WHERE asset = ? AND partition_key = ?", [TASKS.name, key]

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from glan_assets.bad_input import IMPORT
 from glan_assets.dynosaur.partitions import dataset_partitions
 from glan_assets.dynosaur.registry_file import DatasetEntry, source_digest
 from glan_assets.dynosaur.resources import DynosaurSettings
@@ -14,6 +15,7 @@ from glan_assets.ids import stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.plan import FINGERPRINT
 from glan_assets.results import store_partition
+from glan_assets.rows import RejectRow
 from resources.storage import DuckDBStore
 
 LEVEL = Level(
@@ -58,12 +60,21 @@ def dataset_metadata(context: dg.AssetExecutionContext, dynosaur: DynosaurSettin
     try:
         with open_source(entry) as source:
             row = metadata_row(entry, source)
+            # As UIT does: a bad line is a reject naming its file and line; the good lines are kept.
+            rejects = [
+                RejectRow.of(LEVEL.name, entry.name, row.dataset_id, IMPORT, bad.reason, bad.raw,
+                             key=[LEVEL.name, entry.name, bad.line])
+                for bad in source.rejected
+            ]
     except DatasetError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        # `from None`: a build reports the deepest cause, which would be the library's text.
+        raise dg.Failure(description=f"{exc}; the rows stored before were kept") from None
+    if rejects:
+        context.log.warning(f"{entry.name}: {len(rejects)} bad lines left out; see `glan rejects --level {LEVEL.name}`")
     if row.skipped_columns:
         context.log.warning(f"{entry.name}: columns that cannot be text were skipped: {', '.join(row.skipped_columns)}")
     return store_partition(
-        context, store, LEVEL, [row],
-        metadata={FINGERPRINT: entry.fingerprint, "row_count": row.row_count,
+        context, store, LEVEL, [row], rejects=rejects,
+        metadata={FINGERPRINT: entry.fingerprint, "row_count": row.row_count, "rejected_lines": len(rejects),
                   "skipped_columns": dg.MetadataValue.json(row.skipped_columns)},
     )

@@ -4,15 +4,20 @@ A source is an in-memory DuckDB connection with one view, `source`: the dataset'
 and `__glan_row`, the row's 0-based index in the file. CSV, JSONL and Parquet are read by
 DuckDB itself; a `save_to_disk` directory through `datasets` (its Arrow table, not a copy),
 whose `dataset_info.json` gives the description, license, citation and `ClassLabel` names.
+A JSONL file with bad lines is read without them (they become rejects); a bad line keeps its
+place, so the rows after it keep their index.
 """
 
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
+from glan_assets.bad_input import BadInput, BadLine, explain, json_lines
 from glan_assets.dynosaur.registry_file import DatasetEntry
 from glan_assets.dynosaur.schemas import Column
 
@@ -39,6 +44,7 @@ class Source:
     row_count: int
     # From `dataset_info.json` (save_to_disk directories): description, license, citation, homepage.
     info: dict[str, str] = field(default_factory=dict)
+    rejected: list[BadLine] = field(default_factory=list)  # JSONL lines left out
 
 
 def ident(name: str) -> str:
@@ -81,24 +87,26 @@ def _hf_table(entry: DatasetEntry, con: duckdb.DuckDBPyConnection) -> tuple[dict
 def open_source(entry: DatasetEntry) -> Iterator[Source]:
     """The dataset as the view `source`, with its text columns; a `DatasetError` naming the
     dataset and its registry entry when it cannot be read or has nothing to make tasks from."""
-    problem = f"dataset {entry.name!r} ({entry.where}): {entry.path}"
+    dataset = f"dataset {entry.name!r} ({entry.where})"
+    problem = f"{dataset}: {entry.path}"
     if not entry.path.exists():
         raise DatasetError(f"{problem} does not exist")
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # a run's log is no terminal
+    scratch = tempfile.TemporaryDirectory(prefix="glan-source-")
     try:
         info: dict[str, str] = {}
         labels: dict[str, list[str]] = {}
+        rejected: list[BadLine] = []
         try:
             if entry.format == "hf":
                 info, labels = _hf_table(entry, con)
+                row_count = _number_rows(con)
             else:
-                read = {"csv": con.read_csv, "jsonl": con.read_json, "parquet": con.read_parquet}[entry.format]
-                read(str(entry.path)).create_view("raw")
+                row_count, rejected = _read_file(con, entry, Path(scratch.name))
             described = con.execute("DESCRIBE SELECT * FROM raw").fetchall()
-            # A window over no order keeps the scan's order (a streaming window): the file's row index.
-            con.execute(f"CREATE VIEW source AS SELECT row_number() OVER () - 1 AS {ident(ROW)}, * FROM raw")
-            row_count = con.execute("SELECT count(*) FROM raw").fetchone()[0]
+        except BadInput as exc:
+            raise DatasetError(f"{dataset}: {exc}") from exc
         except Exception as exc:  # duckdb, pyarrow and datasets each raise their own errors
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DatasetError(f"{problem} cannot be read as {entry.format}: {first}") from exc
@@ -111,9 +119,80 @@ def open_source(entry: DatasetEntry) -> Iterator[Source]:
                 f"{problem} has {len(columns)} text column(s) ({', '.join(c.name for c in columns) or 'none'}"
                 f"{'; skipped: ' + ', '.join(skipped) if skipped else ''}): a task needs an input and an output column"
             )
-        yield Source(con, columns, skipped, row_count, info)
+        yield Source(con, columns, skipped, row_count, info, rejected)
     finally:
         con.close()
+        scratch.cleanup()
+
+
+def _number_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """The view `source` over `raw`, numbered in file order; its row count, every value read
+    once (a count alone converts none, and a value that does not fit its type would fail later)."""
+    # A window over no order keeps the scan's order (a streaming window): the file's row index.
+    con.execute(f"CREATE OR REPLACE VIEW source AS SELECT row_number() OVER () - 1 AS {ident(ROW)}, * FROM raw")
+    return con.execute("SELECT count(*), count(COLUMNS(*)) FROM raw").fetchone()[0]
+
+
+def _scan(con: duckdb.DuckDBPyConnection, fmt: str, path: Path) -> int:
+    """`raw` and `source` over the file; its row count. DuckDB takes the types from the first
+    rows: when a later value does not fit, they are taken from every row."""
+    # An explicit quote: a sniffer free to drop quoting reads a broken quote as one wide column.
+    reader = {"csv": "read_csv({}, quote='\"'{})", "jsonl": "read_json({}{})", "parquet": "read_parquet({}{})"}[fmt]
+    try:
+        con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(path)), '')}")
+        return _number_rows(con)
+    except (duckdb.ConversionException, duckdb.InvalidInputException):
+        if fmt == "parquet":  # its types are written in the file
+            raise
+    con.execute(f"CREATE OR REPLACE VIEW raw AS SELECT * FROM {reader.format(literal(str(path)), ', sample_size=-1')}")
+    return _number_rows(con)
+
+
+def _read_file(con: duckdb.DuckDBPyConnection, entry: DatasetEntry, scratch: Path) -> tuple[int, list[BadLine]]:
+    """The file as the view `source`; its row count and the JSONL lines left out. A file that
+    cannot be read raises `BadInput` at its first bad line or byte."""
+    try:
+        return _scan(con, entry.format, entry.path), []
+    except duckdb.Error as exc:
+        if entry.format == "jsonl" and _starts_with(entry.path, b"["):  # one JSON array: no lines to skip
+            raise explain("json", entry.path, exc) from exc
+        try:
+            read = _good_lines(con, entry.path, scratch) if entry.format == "jsonl" else None
+        except duckdb.Error:  # the good lines fail too: a value DuckDB cannot read, say
+            read = None
+        if read is None:
+            raise explain(entry.format, entry.path, exc) from exc
+        return read
+
+
+def _starts_with(path: Path, char: bytes) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip()[:1] == char
+
+
+def _good_lines(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tuple[int, list[BadLine]] | None:
+    """The JSONL file without its bad lines, each row numbered by its place among the file's
+    non-blank lines (DuckDB's own numbering of a clean file, which skips blank lines too).
+    None when no line is bad (DuckDB failed on something else) or every line is."""
+    rejected, kept = [], []
+    good = scratch / "good.jsonl"
+    with good.open("wb") as out:
+        for index, (_, line, value) in enumerate(json_lines(path)):
+            if isinstance(value, BadLine):
+                rejected.append(value)
+            else:
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+                kept.append(index)
+    if not rejected or not kept:
+        return None
+    _scan(con, "jsonl", good)
+    con.execute("CREATE TEMP TABLE kept AS SELECT generate_subscripts($1, 1) AS i, unnest($1) AS k", [kept])
+    con.execute(
+        f"CREATE OR REPLACE VIEW source AS SELECT kept.k AS {ident(ROW)}, numbered.* EXCLUDE (__glan_i) "
+        "FROM (SELECT row_number() OVER () AS __glan_i, * FROM raw) numbered JOIN kept ON kept.i = numbered.__glan_i "
+        f"ORDER BY {ident(ROW)}"
+    )
+    return len(kept), rejected
 
 
 def sample_rows(source: Source) -> list[dict[str, str | None]]:

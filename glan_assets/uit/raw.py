@@ -5,6 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
+from glan_assets.bad_input import IMPORT
 from glan_assets.ids import stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.plan import FINGERPRINT
@@ -17,8 +18,6 @@ from glan_assets.uit.reading import read_collection
 from glan_assets.uit.resources import UITSettings
 from glan_assets.uit.schemas import RawInstructionRow
 from resources.storage import DuckDBStore
-
-IMPORT = "import"  # the rejects' stage: no LLM call, the file's own records
 
 LEVEL = Level(
     "instructions_raw",

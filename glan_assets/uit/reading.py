@@ -1,6 +1,6 @@
 """Reading a collection's files with bounded memory, whatever their size.
 
-JSONL is read line by line: a malformed line is a Bad entry and the rest is kept. A JSON
+JSONL is read line by line: a malformed or non-UTF-8 line is a Bad entry and the rest is kept. A JSON
 array is streamed by DuckDB in batches. A file that is one JSON object (a Super-NI task file)
 or a YAML template file is read whole, so it has a size limit and a clear error past it.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from glan_assets.bad_input import BadLine, explain, json_lines
 from glan_assets.uit.formats import (
     Bad,
     FormatError,
@@ -72,25 +73,17 @@ def _whole(path: Path, load) -> Mapping:
     with open(path, encoding="utf-8") as fh:
         try:
             value = load(fh)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise FormatError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise FormatError(str(explain("yaml" if path.suffix in (".yaml", ".yml") else "json", path, exc))) from None
     if not isinstance(value, Mapping):
         raise FormatError(f"{path}: expected an object at the top, found {type(value).__name__}")
     return value
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Mapping | Bad]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            where = f"{path.name}:{number}"
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, Bad(where, f"malformed JSON line: {exc}", line[:2000])
-                continue
-            yield where, value if isinstance(value, Mapping) else Bad(where, "line is not a JSON object", line[:2000])
+    for number, _, value in json_lines(path):
+        where = f"{path.name}:{number}"
+        yield where, Bad(where, value.reason, value.raw) if isinstance(value, BadLine) else value
 
 
 def _json_array(path: Path) -> Iterator[tuple[str, Mapping | Bad]]:
@@ -108,7 +101,7 @@ def _json_array(path: Path) -> Iterator[tuple[str, Mapping | Bad]]:
                 index += 1
     except duckdb.Error as exc:
         # An array has no lines to skip: a syntax error ends the file (JSONL keeps the rest).
-        raise FormatError(f"{path}: not a readable JSON array after element {index}: {exc}") from None
+        raise FormatError(f"{explain('json', path, exc)} (a JSON array, after element {index})") from None
     finally:
         con.close()
 
