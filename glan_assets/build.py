@@ -29,6 +29,7 @@ from glan_assets.plan import (
     History,
     PartitionPlan,
     checkpoint_reason,
+    eval_reason,
     plan_partitions,
     training_set_reason,
 )
@@ -168,7 +169,8 @@ def plan_build(
         plans = plan_partitions(levels, keys, history, entries, force=keys if force else (), resources=resources)
         methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
     changed = any(m.partitions or (m.removed and prune) for m in methods)
-    return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed))
+    return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed,
+                                                    resources=resources))
 
 
 def training_steps(
@@ -177,6 +179,7 @@ def training_steps(
     until: str,
     recipe: tuple[str, object] | None,
     generating: bool,
+    resources: dict | None = None,
 ) -> list[TrainingStep]:
     """The training assets to build. While generation runs are planned, the training set
     is decided again after them (its sources may not change); this says so."""
@@ -188,14 +191,24 @@ def training_steps(
     reason = training_set_reason(instance, training_level, sources, history)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
-    if until == TRAINING[-1] and recipe is not None:
+    if until in TRAINING[1:] and recipe is not None:
         name, spec = recipe
         sync_recipes(instance, [name])
-        asset = training.MODULES[-1].model_checkpoint
+        asset = training.model_checkpoint.model_checkpoint
         code = asset.code_versions_by_key[asset.key]
         reason = checkpoint_reason(asset.key.to_user_string(), code, name, spec.version, training_level, history)
         if reason or steps:
             steps.append(TrainingStep(asset.key.to_user_string(), name, reason or "if the training set changes"))
+        if until == TRAINING[-1]:
+            res = resources or resources_from_env()
+            evaluation = training.model_eval.model_eval
+            reason = eval_reason(
+                evaluation.key.to_user_string(), evaluation.code_versions_by_key[evaluation.key], name,
+                training.model_eval.adapter_version(res["training"].checkpoint_dir(name)),
+                training.model_eval.eval_version(res["evaluation"]), history,
+            )
+            if reason or steps:
+                steps.append(TrainingStep(evaluation.key.to_user_string(), name, reason or "if the checkpoint changes"))
     return steps
 
 
@@ -382,8 +395,10 @@ def train(
     the generation runs; a step that is up to date by then comes back with no result."""
     done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
     assets = dg.load_assets_from_modules(training.MODULES)
+    resources = resources_from_env()
     for step in steps:
-        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe, generating=False)
+        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe,
+                               generating=False, resources=resources)
         current = next((s for s in fresh if s.asset == step.asset), None)
         if current is None and step.reason != FORCED:
             done.append((TrainingStep(step.asset, step.partition, "up to date"), None))
@@ -393,7 +408,7 @@ def train(
             selection=[step.asset],
             partition_key=step.partition,
             instance=instance,
-            resources=resources_from_env(),
+            resources=resources,
             run_config=VERBOSE if verbose else QUIET,
             raise_on_error=False,
             tags={"glan/launched_by": "glan build", **process_tags(), BUILD_TAG: build_id,

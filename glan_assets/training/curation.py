@@ -161,7 +161,8 @@ def near_duplicates(
 
 
 def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
-    """Benchmark items from JSONL files, one object a line with a `question` or `prompt`.
+    """Benchmark items from JSONL files, one object a line with a `question` or `prompt`
+    (and a multiple-choice item's `choices`, which become part of its text).
 
     Raises ValueError naming the file and line of a line that is not a JSON object or that
     has neither field, and FileNotFoundError for a missing file.
@@ -180,6 +181,11 @@ def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
             text = next((record[f] for f in TEXT_FIELDS if isinstance(record.get(f), str)), None)
             if not text:
                 raise ValueError(f"{path}:{number}: no {' or '.join(TEXT_FIELDS)} field with text")
+            choices = record.get("choices")
+            if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
+                # A multiple-choice item is its question and its options: "Which of the following
+                # is true?" alone would match countless generated instructions.
+                text = " ".join([text, *choices])
             item_id = next((str(record[f]) for f in ID_FIELDS if f in record), f"line {number}")
             items.append(BenchmarkItem(file=str(path), line=number, item_id=item_id, text=text))
     return items
