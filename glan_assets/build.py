@@ -36,6 +36,7 @@ from glan_assets.plan import (
 from glan_assets.registry import METHODS, level
 from glan_assets.sensors import partition_changes
 from glan_assets.settings import resources_from_env
+from glan_assets.training.curation import benchmarks_version
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
 from resources.storage import DuckDBStore
@@ -188,7 +189,9 @@ def training_steps(
     steps = []
     training_level = training.LEVELS[0]
     sources = [level(name) for name in training_level.deps]
-    reason = training_set_reason(instance, training_level, sources, history)
+    res = resources or resources_from_env()
+    reason = training_set_reason(instance, training_level, sources, history,
+                                 benchmarks_version(res["training"].benchmarks))
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
     if until in TRAINING[1:] and recipe is not None:
@@ -200,7 +203,6 @@ def training_steps(
         if reason or steps:
             steps.append(TrainingStep(asset.key.to_user_string(), name, reason or "if the training set changes"))
         if until == TRAINING[-1]:
-            res = resources or resources_from_env()
             evaluation = training.model_eval.model_eval
             reason = eval_reason(
                 evaluation.key.to_user_string(), evaluation.code_versions_by_key[evaluation.key], name,

@@ -210,6 +210,7 @@ def sources_version(instance: dg.DagsterInstance, sources: Sequence[Level], hist
 
 # Metadata the training assets record, so the plan can tell whether their inputs moved.
 SOURCES_VERSION = "sources_version"  # training_set: `sources_version` of its source levels
+BENCHMARKS_VERSION = "benchmarks_version"  # training_set: the decontamination files' contents
 TRAINING_DATA_VERSION = "training_data_version"  # model_checkpoint: the training set it used
 RECIPE_VERSION = "recipe_version"  # model_checkpoint: content hash of its recipe
 ADAPTER_VERSION = "adapter_version"  # model_eval: hash of the adapter files it scored
@@ -217,14 +218,18 @@ EVAL_VERSION = "eval_version"  # model_eval: hash of the benchmark files and eva
 
 
 def training_set_reason(
-    instance: dg.DagsterInstance, level: Level, sources: Sequence[Level], history: History
+    instance: dg.DagsterInstance, level: Level, sources: Sequence[Level], history: History,
+    benchmarks: str | None = None,
 ) -> str | None:
-    """Why the training set must be rebuilt: its own history, or a source partition's data."""
+    """Why the training set must be rebuilt: its own history, a source partition's data, or
+    (given their version now) the benchmark files it is decontaminated against."""
     if reason := stale_reason(level, None, history):
         return reason
     last = history.latest[level.name][None]
     if last.metadata.get(SOURCES_VERSION) != sources_version(instance, sources, history):
         return UPSTREAM
+    if benchmarks is not None and last.metadata.get(BENCHMARKS_VERSION) != benchmarks:
+        return "benchmarks changed"
     return None
 
 

@@ -72,6 +72,7 @@ dataset_path: json
 dataset_kwargs:
   data_files:
     test: mine.jsonl
+test_split: test
 output_type: generate_until
 doc_to_text: !function helpers.prompt
 doc_to_target: "{{a}}"
@@ -296,3 +297,28 @@ def test_the_base_model_is_scored_once_per_base_and_benchmark_version(evaluated)
     before = {r.benchmark: r for r in read_results(metadata_of(first, "model_eval"))}
     assert again["glan_mmlu"].base_cached and again["glan_mmlu"].base == before["glan_mmlu"].base
     assert again["glan_mmlu"].tuned == before["glan_mmlu"].tuned  # the same adapter scores the same
+
+
+def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
+    from glan_assets.plan import training_set_reason
+    from glan_assets.registry import level
+    from glan_assets.training.curation import benchmarks_version
+    from glan_assets.training.training_set import LEVEL
+
+    bench = tmp_path / "test.jsonl"
+    shutil.copy(DEFAULT_BENCHMARKS[0], bench)
+    store = DuckDBStore(path=str(tmp_path / "glan.duckdb"))
+    write_answered_questions(store, "Physics", teaching_pairs("Physics"))
+    training = TrainingSettings(checkpoints=str(tmp_path / "checkpoints"), benchmarks=[str(bench)])
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([training_set], instance=instance, resources={"store": store, "training": training})
+    sources = [level(name) for name in LEVEL.deps]
+
+    def reason() -> str | None:
+        history = History.read(instance, ["training_set", *LEVEL.deps])
+        return training_set_reason(instance, LEVEL, sources, history, benchmarks_version(training.benchmarks))
+
+    assert reason() is None
+    with bench.open("a") as f:
+        f.write(json.dumps({"id": "new", "question": "What is the capital of France, in one word?"}) + "\n")
+    assert reason() == "benchmarks changed"

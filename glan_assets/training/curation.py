@@ -6,6 +6,7 @@ collection). Every choice is deterministic given the pairs, so a rebuild on the 
 gives the same set, and the first of a group of duplicates (by pair id) is the one kept.
 """
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -189,6 +190,12 @@ def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
             item_id = next((str(record[f]) for f in ID_FIELDS if f in record), f"line {number}")
             items.append(BenchmarkItem(file=str(path), line=number, item_id=item_id, text=text))
     return items
+
+
+def benchmarks_version(paths: Iterable[str | Path]) -> str:
+    """Changes when a benchmark file's contents change (or one is added, removed or missing)."""
+    state = [[str(p), hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None] for p in paths]
+    return content_hash(state)[:16]
 
 
 def find_contamination(

@@ -259,7 +259,7 @@ def verdict(r: BenchmarkResult) -> str:
     """What one benchmark's numbers support, in words."""
     if r.error:
         return f"**{r.benchmark}** was not scored: {r.error}"
-    head = f"**{r.benchmark}** ({r.metric}, {r.items} items): base {r.base:.3f}, tuned {r.tuned:.3f}, difference {r.diff:+.3f}"
+    head = f"**{r.benchmark}** ({r.metric}, {r.items} item{'s' if r.items != 1 else ''}): base {r.base:.3f}, tuned {r.tuned:.3f}, difference {r.diff:+.3f}"
     if r.diff_stderr is None:
         return f"{head}; lm-eval gave no standard error (too few items), so nothing can be concluded from it."
     if not r.significant:

@@ -6,9 +6,9 @@ from collections import Counter
 import dagster as dg
 
 from glan_assets.levels import Level, level_asset
-from glan_assets.plan import DATA_VERSION, SOURCES_VERSION, sources_version
+from glan_assets.plan import BENCHMARKS_VERSION, DATA_VERSION, SOURCES_VERSION, sources_version
 from glan_assets.results import data_version, markdown_table
-from glan_assets.training.curation import curate, load_benchmarks
+from glan_assets.training.curation import benchmarks_version, curate, load_benchmarks
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
 from glan_assets.training.sources import SOURCE_LEVELS, SourceRead, read_sources
@@ -150,6 +150,7 @@ def training_set(
             **{f"pairs_{s}": m["train"] + m["test"] for s, m in mixture.items()},
             DATA_VERSION: version,
             SOURCES_VERSION: sources,
+            BENCHMARKS_VERSION: benchmarks_version(training.benchmarks),
             "mixture": dg.MetadataValue.json(mixture),
             "source_caps": dg.MetadataValue.json(dict(training.source_caps)),
             "benchmark_items": len(benchmark_items),
