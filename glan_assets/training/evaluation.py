@@ -332,7 +332,7 @@ def evaluate_task(lm: object, task: TaskFile, include_path: Path, *, limit: int,
 
     check_data(task)
     # include_defaults=False: lm-eval's own thousands of task files are neither read nor needed.
-    manager = TaskManager(include_path=str(include_path), include_defaults=False, verbosity="ERROR")
+    manager = TaskManager(include_path=str(include_path), include_defaults=False)
     start = time.monotonic()
     try:
         results = lm_eval.simple_evaluate(
