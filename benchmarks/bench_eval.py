@@ -30,6 +30,7 @@ from glan_assets.settings import resources_from_env  # noqa: E402
 from glan_assets.training.curation import hold_out  # noqa: E402
 from glan_assets.training.model_checkpoint import as_pairs  # noqa: E402
 from glan_assets.training.model_eval import model_eval, read_results  # noqa: E402
+from glan_assets.training.resources import TrainingSettings  # noqa: E402
 from resources.trainer import fine_tune  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval.json"
@@ -44,7 +45,8 @@ def main() -> None:
     resources = resources_from_env()
     evaluation = resources["evaluation"]
     with tempfile.TemporaryDirectory() as tmp:
-        training = resources["training"].model_copy(update={"checkpoints": tmp})
+        # A new resource: Dagster builds a resource from its constructor's config, not model_copy's.
+        training = TrainingSettings(**{**resources["training"].model_dump(), "checkpoints": tmp})
         recipe = training.recipe("demo")
         target = training.checkpoint_dir("demo")
         if args.checkpoint:

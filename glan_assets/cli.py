@@ -266,7 +266,7 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
 # What `glan build` prints of the training assets' metadata.
 TRAINING_SUMMARY = (
     "train", "test", "exact_duplicates_removed", "near_duplicates_removed", "contaminated_removed",
-    "steps", "tokens_per_s", "heldout_loss_base", "heldout_loss_tuned", "checkpoint",
+    "steps", "tokens_per_s", "heldout_loss_base", "heldout_loss_tuned", "checkpoint", "eval_seconds", "failed_benchmarks",
 )
 
 

@@ -265,12 +265,19 @@ def evaluated(tmp_path_factory):
                               resources={"training": training, "evaluation": evaluation})
 
     first, second = run(), run()
+    # An adapter that does not load: the same settings, so the base's scores come from its cache.
+    broken = root / "broken"
+    shutil.copytree(training.checkpoints, broken)
+    (broken / "demo" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    failed = dg.materialize([model_eval], instance=instance, partition_key="demo", raise_on_error=False,
+                            resources={"training": TrainingSettings(**{**training.model_dump(), "checkpoints": str(broken)}),
+                                       "evaluation": evaluation})
     torch.set_num_threads(threads)
-    return training.checkpoint_dir("demo"), first, second
+    return training.checkpoint_dir("demo"), first, second, failed
 
 
 def test_model_eval_scores_base_and_tuned_with_lm_eval_and_writes_the_card(evaluated):
-    checkpoint, result, _ = evaluated
+    checkpoint, result, _, _ = evaluated
     assert result.success
     meta = metadata_of(result, "model_eval")
     results = {r.benchmark: r for r in read_results(meta)}
@@ -292,7 +299,7 @@ def test_model_eval_scores_base_and_tuned_with_lm_eval_and_writes_the_card(evalu
 
 
 def test_the_base_model_is_scored_once_per_base_and_benchmark_version(evaluated):
-    _, first, second = evaluated
+    _, first, second, _ = evaluated
     again = {r.benchmark: r for r in read_results(metadata_of(second, "model_eval"))}
     before = {r.benchmark: r for r in read_results(metadata_of(first, "model_eval"))}
     assert again["glan_mmlu"].base_cached and again["glan_mmlu"].base == before["glan_mmlu"].base
@@ -322,3 +329,11 @@ def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
     with bench.open("a") as f:
         f.write(json.dumps({"id": "new", "question": "What is the capital of France, in one word?"}) + "\n")
     assert reason() == "benchmarks changed"
+
+
+def test_an_adapter_that_does_not_load_is_named_by_its_recipe(evaluated):
+    *_, failed = evaluated
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("recipe demo: the adapter in ") and "does not load" in message and "\n" not in message

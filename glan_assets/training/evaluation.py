@@ -109,12 +109,9 @@ def find_tasks(folder: str | Path) -> tuple[list[TaskFile], dict[str, str]]:
 def check_data(task: TaskFile) -> None:
     """Each line of a JSON-lines data file is a JSON object; else TaskFileError with file:line."""
     for f in task.data_files:
-        if f.suffix not in (".jsonl", ".json"):
+        if f.suffix != ".jsonl":
             continue
-        lines = f.read_text(encoding="utf-8").splitlines()
-        if f.suffix == ".json" and lines and lines[0].lstrip().startswith(("[", "{")) and not lines[0].strip().endswith("}"):
-            continue  # one JSON document, not JSON lines: `datasets` reads it whole
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
