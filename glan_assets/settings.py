@@ -53,7 +53,7 @@ PROFILES = {
         heldout_per_discipline=1,
         max_tokens=256,
         max_temperature=0.7,
-        # model_eval within ~2 minutes on 2 cores (benchmarks/README.md).
+        # model_eval: ~3 minutes on 2 cores, under 2 with the base cached (benchmarks/README.md).
         evaluation={"eval_mc_items": 20, "eval_gen_items": 5, "eval_max_new_tokens": 32, "eval_fewshot": 1},
     ),
     # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
