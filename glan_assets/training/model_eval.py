@@ -69,7 +69,7 @@ def settings_note(evaluation: EvalSettings) -> str:
 class Evaluator:
     """Runs tasks on one model (lm-eval's HFLM around it), loading it only when first needed:
     the base as training loads it, or base + adapter as `glan chat` does, the adapter merged
-    (the same weights; unmerged LoRA layers made CPU generation ~1.5x slower)."""
+    into the base's weights (the same model, without LoRA's extra matrix products per layer)."""
 
     def __init__(self, evaluation: EvalSettings, include_path: Path, base: str, dtype: str,
                  checkpoint: Path | None = None, recipe: str = ""):
