@@ -337,3 +337,14 @@ def test_an_adapter_that_does_not_load_is_named_by_its_recipe(evaluated):
     (failure,) = [e for e in failed.all_events if e.is_step_failure]
     message = failure.step_failure_data.user_failure_data.description
     assert message.startswith("recipe demo: the adapter in ") and "does not load" in message and "\n" not in message
+
+
+def test_glan_eval_says_when_a_recipe_has_not_been_evaluated(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from glan_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["eval", "--recipe", "nope"])
+    assert result.exit_code == 1
+    assert "recipe nope has not been evaluated; build it with `glan build --recipe nope`" in result.output
