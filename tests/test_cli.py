@@ -201,6 +201,8 @@ def test_glan_build_goes_through_the_checkpoint_and_glan_chat_answers(project, t
     assert "build  model_eval[tiny] (new)" in built.stdout and "| glan_mmlu | acc,none | 2 |" in built.stdout
     shown = glan(project, "eval", "--recipe", "tiny")
     assert shown.returncode == 0 and "| glan_gsm8k |" in shown.stdout and "**glan_mmlu**" in shown.stdout
+    again = glan(project, "build", "--recipe", "tiny", "--dry-run")
+    assert again.returncode == 0 and "model_checkpoint" not in again.stdout and "model_eval" not in again.stdout
     log = next(line.split(None, 1)[1] for line in built.stdout.splitlines() if line.startswith("log:"))
     assert os.path.isfile(log)  # Dagster's own log of the build
     checkpoint = project.db.parent / "checkpoints" / "tiny"
