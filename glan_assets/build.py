@@ -30,6 +30,7 @@ from glan_assets.plan import (
     History,
     PartitionPlan,
     checkpoint_reason,
+    eval_reason,
     plan_partitions,
     with_input_versions,
     training_set_reason,
@@ -198,14 +199,23 @@ def training_steps(
     reason = training_set_reason(instance, training_level, sources, history, resources)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
-    if until == TRAINING[-1] and recipe is not None:
+    if until in TRAINING[1:] and recipe is not None:
         name, spec = recipe
         sync_recipes(instance, [name])
-        asset = training.MODULES[-1].model_checkpoint
+        asset = training.model_checkpoint.model_checkpoint
         code = asset.code_versions_by_key[asset.key]
         reason = checkpoint_reason(asset.key.to_user_string(), code, name, spec.version, training_level, history)
         if reason or steps:
             steps.append(TrainingStep(asset.key.to_user_string(), name, reason or "if the training set changes"))
+        if until == TRAINING[-1]:
+            evaluation = training.model_eval.model_eval
+            reason = eval_reason(
+                evaluation.key.to_user_string(), evaluation.code_versions_by_key[evaluation.key], name,
+                training.model_eval.adapter_version(resources["training"].checkpoint_dir(name)),
+                training.model_eval.eval_version(resources["evaluation"]), history,
+            )
+            if reason or steps:
+                steps.append(TrainingStep(evaluation.key.to_user_string(), name, reason or "if the checkpoint changes"))
     return steps
 
 

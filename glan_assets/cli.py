@@ -268,6 +268,8 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
                     md = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
                     shown = {k: md[k] for k in TRAINING_SUMMARY if k in md}
                     click.echo(f"[{click.style('ok  ', fg='green')}] {name} ({step.reason}): {shown}")
+                    if "table" in md:  # model_eval: base against tuned
+                        click.echo(md["table"])
                 if not result.success:
                     trained_ok = False
                     click.echo(f"[{click.style('FAIL', fg='red')}] {name}: {failure_message(result)}")
@@ -300,7 +302,7 @@ def _doomed(store: DuckDBStore, plan: BuildPlan) -> dict[tuple[str, str], dict[s
 # What `glan build` prints of the training assets' metadata.
 TRAINING_SUMMARY = (
     "train", "test", "exact_duplicates_removed", "near_duplicates_removed", "contaminated_removed",
-    "steps", "tokens_per_s", "heldout_loss_base", "heldout_loss_tuned", "checkpoint",
+    "steps", "tokens_per_s", "heldout_loss_base", "heldout_loss_tuned", "checkpoint", "eval_seconds", "failed_benchmarks",
 )
 
 
@@ -519,6 +521,24 @@ def diagram(write: bool) -> None:
         _fail(f"{readme}: no ```mermaid block to replace")
     readme.write_text(new)
     click.echo(f"wrote the diagram into {readme}")
+@main.command("eval")
+@click.option("--recipe", default="demo", show_default=True, help="The recipe whose evaluation to show.")
+def eval_cmd(recipe: str) -> None:
+    """Print the recipe's latest benchmark scores, base against tuned (`glan build` runs them)."""
+    from glan_assets.training.evaluation import results_table, verdict
+    from glan_assets.training.model_eval import read_results
+
+    result = _instance().fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey("model_eval"), asset_partitions=[recipe]), limit=1
+    )
+    if not result.records:
+        _fail(f"recipe {recipe} has not been evaluated; build it with `glan build --recipe {recipe}`")
+    mat = result.records[0].asset_materialization
+    results = read_results(dict(mat.metadata))
+    click.echo(f"model_eval[{recipe}], base {mat.metadata['base_model'].value}:")
+    click.echo(results_table(results))
+    for r in results:
+        click.echo(f"- {verdict(r)}")
 
 
 @main.command("server")

@@ -231,6 +231,8 @@ def sources_version(instance: dg.DagsterInstance, sources: Sequence[Level], hist
 SOURCES_VERSION = "sources_version"  # training_set: `sources_version` of its source levels
 TRAINING_DATA_VERSION = "training_data_version"  # model_checkpoint: the training set it used
 RECIPE_VERSION = "recipe_version"  # model_checkpoint: content hash of its recipe
+ADAPTER_VERSION = "adapter_version"  # model_eval: hash of the adapter files it scored
+EVAL_VERSION = "eval_version"  # model_eval: hash of the benchmark files and evaluation settings
 
 
 def training_set_reason(
@@ -266,4 +268,22 @@ def checkpoint_reason(
     training = history.latest[training_level.name].get(None)
     if training is None or last.metadata.get(TRAINING_DATA_VERSION) != training.data_version:
         return UPSTREAM
+    return None
+
+
+def eval_reason(asset: str, code_version: str, recipe: str, adapter: str | None, benchmarks: str,
+                history: History) -> str | None:
+    """Why a recipe's evaluation must run: new, failed, code changed, the checkpoint's adapter
+    changed (`adapter`: its hash now), or the benchmarks or evaluation settings did (`benchmarks`)."""
+    last = history.latest[asset].get(recipe)
+    if last is None:
+        return FAILED if recipe in history.failed[asset] else NEW
+    if recipe in history.failed[asset]:
+        return FAILED
+    if last.code_version != code_version:
+        return CODE
+    if last.metadata.get(ADAPTER_VERSION) != adapter:
+        return "checkpoint changed"
+    if last.metadata.get(EVAL_VERSION) != benchmarks:
+        return "benchmarks or evaluation settings changed"
     return None

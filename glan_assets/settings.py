@@ -10,7 +10,7 @@ profile is an error here, before anything runs. Nothing else reads the environme
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -20,7 +20,7 @@ from glan_assets.checks import CheckThresholds
 from glan_assets.dynosaur.resources import DynosaurSettings
 from glan_assets.glan.resources import GenerationSettings
 from glan_assets.registry import LEVELS, stages
-from glan_assets.training.resources import TrainingSettings
+from glan_assets.training.resources import EvalSettings, TrainingSettings
 from glan_assets.uit.resources import UITSettings
 from resources import redact
 from resources.llm import LLMResource, Sampling
@@ -34,6 +34,7 @@ class Profile:
     max_tokens: int  # cap on every stage's max_tokens; 0: the stages' own
     max_temperature: float  # cap on every stage's temperature; 0: none
     rates_warn: bool = False  # reject and duplicate rates over their limits warn, not fail
+    evaluation: Mapping[str, int] = field(default_factory=dict)  # EvalSettings fields
 
 
 PROFILES = {
@@ -55,6 +56,8 @@ PROFILES = {
         max_temperature=0.7,
         # SmolLM2-135M misses the rate limits by design: they are worth reading, not acting on.
         rates_warn=True,
+        # model_eval: ~3 minutes on 2 cores, under 2 with the base cached (benchmarks/README.md).
+        evaluation={"eval_mc_items": 20, "eval_gen_items": 5, "eval_max_new_tokens": 32, "eval_fewshot": 1},
     ),
     # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
     # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
@@ -127,7 +130,7 @@ class Settings:
             raise SettingsError(f"GLAN_PROFILE={name!r}: the profiles are {', '.join(PROFILES)}")
         known = PLAIN_VARIABLES | {
             f"GLAN_{field.upper()}"
-            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds)
+            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds, EvalSettings)
             for field in cls_.model_fields
         }
         known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in stages() for suffix in STAGE_SUFFIXES}
@@ -269,6 +272,9 @@ class Settings:
             values["source_caps"] = self.source_caps()
         return TrainingSettings(**values | _fields_from_env(TrainingSettings, env, {"recipes", "checkpoints"}))
 
+    def evaluation(self) -> EvalSettings:
+        return EvalSettings(**dict(self.profile.evaluation) | _fields_from_env(EvalSettings, self.env))
+
     def uit(self) -> UITSettings:
         values = _fields_from_env(UITSettings, self.env, {"collections_path"})
         if "GLAN_COLLECTIONS" in self.env:
@@ -287,6 +293,7 @@ class Settings:
             "store": self.store(),
             "settings": self.generation(),
             "training": self.training(),
+            "evaluation": self.evaluation(),
             "uit": self.uit(),
             "dynosaur": self.dynosaur(),
             "check_thresholds": CheckThresholds(

@@ -189,13 +189,20 @@ recipes:
 def test_glan_build_goes_through_the_checkpoint_and_glan_chat_answers(project, tmp_path):
     recipes = tmp_path / "recipes.yaml"
     recipes.write_text(TINY_RECIPE)
-    project.env |= {"GLAN_RECIPES": str(recipes), "OMP_NUM_THREADS": "1"}
+    # The evaluation on a few items: its own test runs it in full (tests/test_eval.py).
+    project.env |= {"GLAN_RECIPES": str(recipes), "OMP_NUM_THREADS": "1", "GLAN_EVAL_MC_ITEMS": "2",
+                    "GLAN_EVAL_GEN_ITEMS": "1", "GLAN_EVAL_MAX_NEW_TOKENS": "4", "GLAN_EVAL_FEWSHOT": "0"}
 
     built = glan(project, "build", "--recipe", "tiny")
 
     assert built.returncode == 0, built.stdout + built.stderr
     assert "build  training_set (new)" in built.stdout and "build  model_checkpoint[tiny] (new)" in built.stdout
     assert "heldout_loss_tuned" in built.stdout
+    assert "build  model_eval[tiny] (new)" in built.stdout and "| glan_mmlu | acc,none | 2 |" in built.stdout
+    shown = glan(project, "eval", "--recipe", "tiny")
+    assert shown.returncode == 0 and "| glan_gsm8k |" in shown.stdout and "**glan_mmlu**" in shown.stdout
+    again = glan(project, "build", "--recipe", "tiny", "--dry-run")
+    assert again.returncode == 0 and "model_checkpoint" not in again.stdout and "model_eval" not in again.stdout
     log = next(line.split(None, 1)[1] for line in built.stdout.splitlines() if line.startswith("log:"))
     assert os.path.isfile(log)  # Dagster's own log of the build
     checkpoint = project.db.parent / "checkpoints" / "tiny"

@@ -175,7 +175,7 @@ def test_accumulated_batches_make_one_optimizer_step_per_window_and_none_are_los
 
 def fill_two_disciplines(store: DuckDBStore) -> None:
     """Physics and Algebra, with an exact duplicate and a benchmark question planted in Physics."""
-    leaked = load_benchmarks([DEFAULT_BENCHMARKS])[0].text
+    leaked = load_benchmarks(DEFAULT_BENCHMARKS)[0].text
     physics = teaching_pairs("Physics") + [teaching_pairs("Physics")[0], (f"Homework: {leaked}", "The answer is 14.")]
     write_answered_questions(store, "Physics", physics)
     write_answered_questions(store, "Algebra", teaching_pairs("Algebra"), field="Formal Sciences")
@@ -197,7 +197,8 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
         "training_removed", "answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"
     ]
     (contamination,) = store.read(ContaminationRow)
-    assert contamination.benchmark_item == "gsm8k-style-001" and contamination.benchmark_file == str(DEFAULT_BENCHMARKS)
+    planted = load_benchmarks(DEFAULT_BENCHMARKS)[0]
+    assert (contamination.benchmark_item, contamination.benchmark_file) == (planted.item_id, planted.file)
     held_out = {p.pair_id for p in store.read(TrainingPairRow, where="split = 'test'")}
     version = data_version_of(instance)
 

@@ -6,6 +6,7 @@ collection). Every choice is deterministic given the pairs, so a rebuild on the 
 gives the same set, and the first of a group of duplicates (by pair id) is the one kept.
 """
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -161,7 +162,8 @@ def near_duplicates(
 
 
 def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
-    """Benchmark items from JSONL files, one object a line with a `question` or `prompt`.
+    """Benchmark items from JSONL files, one object a line with a `question` or `prompt`
+    (and a multiple-choice item's `choices`, which become part of its text).
 
     Raises ValueError naming the file and line of a line that is not a JSON object or that
     has neither field, and FileNotFoundError for a missing file.
@@ -180,6 +182,11 @@ def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchmarkItem]:
             text = next((record[f] for f in TEXT_FIELDS if isinstance(record.get(f), str)), None)
             if not text:
                 raise ValueError(f"{path}:{number}: no {' or '.join(TEXT_FIELDS)} field with text")
+            choices = record.get("choices")
+            if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
+                # A multiple-choice item is its question and its options: "Which of the following
+                # is true?" alone would match countless generated instructions.
+                text = " ".join([text, *choices])
             item_id = next((str(record[f]) for f in ID_FIELDS if f in record), f"line {number}")
             items.append(BenchmarkItem(file=str(path), line=number, item_id=item_id, text=text))
     return items

@@ -10,7 +10,10 @@ from glan_assets.training.recipes import TrainingRecipe, load_recipes
 from resources.versioning import InputFiles, Unversioned
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_BENCHMARKS = DATA_DIR / "benchmark_sample.jsonl"
+# The benchmark samples glan ships: lm-eval task files with their data. What model_eval
+# scores is what the training set is decontaminated against.
+BENCHMARKS_DIR = DATA_DIR / "benchmarks"
+DEFAULT_BENCHMARKS = [BENCHMARKS_DIR / "gsm8k" / "test.jsonl", BENCHMARKS_DIR / "mmlu" / "test.jsonl"]
 DEFAULT_RECIPES = DATA_DIR / "recipes.yaml"
 # A million-row dataset's tasks give this many instances each, so they do not drown the GLAN pairs.
 DEFAULT_SOURCE_CAPS = {"dynosaur": 500}
@@ -26,7 +29,7 @@ class TrainingSettings(dg.ConfigurableResource):
     """
 
     # Files by content: editing a benchmark file makes the training set stale.
-    benchmarks: Annotated[list[str], InputFiles()] = [str(DEFAULT_BENCHMARKS)]
+    benchmarks: Annotated[list[str], InputFiles()] = [str(p) for p in DEFAULT_BENCHMARKS]
     # Per group: a GLAN discipline, a Dynosaur dataset, a UIT collection.
     heldout_per_discipline: int = 1  # the paper's GLAN-Test holds out 50
     source_caps: dict[str, int] = dict(DEFAULT_SOURCE_CAPS)
@@ -51,3 +54,23 @@ class TrainingSettings(dg.ConfigurableResource):
 
     def checkpoint_dir(self, recipe_name: str) -> Path:
         return Path(self.checkpoints) / recipe_name
+
+
+class EvalSettings(dg.ConfigurableResource):
+    """How `model_eval` scores the base model and a recipe's adapter with lm-eval.
+
+    `eval_tasks` is a folder of lm-eval task files (searched recursively) whose data are local
+    files. The item limits and `eval_max_new_tokens` are 0 for a task's whole file and its own
+    generation length; `eval_fewshot` -1 keeps each task's own few-shot count.
+    """
+
+    eval_tasks: str = str(BENCHMARKS_DIR)
+    eval_mc_items: int = 0  # per log-likelihood (multiple-choice) benchmark
+    eval_gen_items: int = 0  # per generative benchmark
+    eval_max_new_tokens: int = 0
+    eval_fewshot: int = -1
+    eval_batch_size: int = 8
+
+    def version(self) -> dict[str, int]:
+        """The settings a score depends on (not where the tasks are, nor the batch size)."""
+        return {k: v for k, v in self.model_dump().items() if k not in ("eval_tasks", "eval_batch_size")}

@@ -116,7 +116,7 @@ def test_a_bad_benchmark_line_is_reported_with_file_and_line(tmp_path, bad_line,
 
 
 def test_the_shipped_benchmark_sample_loads_and_catches_its_own_questions():
-    items = load_benchmarks([DEFAULT_BENCHMARKS])
+    items = load_benchmarks(DEFAULT_BENCHMARKS)
     assert len(items) >= 30 and len({i.item_id for i in items}) == len(items)
     pairs = [pair(n, f"Please solve: {item.text}") for n, item in enumerate(items)]
     assert {m.pair_id for m in find_contamination(pairs, items)} == {p.pair_id for p in pairs}
