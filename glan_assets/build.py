@@ -168,7 +168,8 @@ def plan_build(
         plans = plan_partitions(levels, keys, history, entries, force=keys if force else (), resources=resources)
         methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
     changed = any(m.partitions or (m.removed and prune) for m in methods)
-    return BuildPlan(methods, prune, training_steps(instance, history, until, recipe, generating=changed))
+    steps = training_steps(instance, history, until, recipe, generating=changed, resources=resources)
+    return BuildPlan(methods, prune, steps)
 
 
 def training_steps(
@@ -177,6 +178,7 @@ def training_steps(
     until: str,
     recipe: tuple[str, object] | None,
     generating: bool,
+    resources: dict | None = None,
 ) -> list[TrainingStep]:
     """The training assets to build. While generation runs are planned, the training set
     is decided again after them (its sources may not change); this says so."""
@@ -185,7 +187,7 @@ def training_steps(
     steps = []
     training_level = training.LEVELS[0]
     sources = [level(name) for name in training_level.deps]
-    reason = training_set_reason(instance, training_level, sources, history)
+    reason = training_set_reason(instance, training_level, sources, history, resources)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
     if until == TRAINING[-1] and recipe is not None:
@@ -383,7 +385,8 @@ def train(
     done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
     assets = dg.load_assets_from_modules(training.MODULES)
     for step in steps:
-        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe, generating=False)
+        fresh = training_steps(instance, History.read(instance, GENERATION + TRAINING), step.asset, recipe,
+                               generating=False, resources=resources_from_env())
         current = next((s for s in fresh if s.asset == step.asset), None)
         if current is None and step.reason != FORCED:
             done.append((TrainingStep(step.asset, step.partition, "up to date"), None))

@@ -215,10 +215,13 @@ RECIPE_VERSION = "recipe_version"  # model_checkpoint: content hash of its recip
 
 
 def training_set_reason(
-    instance: dg.DagsterInstance, level: Level, sources: Sequence[Level], history: History
+    instance: dg.DagsterInstance, level: Level, sources: Sequence[Level], history: History,
+    resources: Mapping[str, object] | None = None,
 ) -> str | None:
-    """Why the training set must be rebuilt: its own history, or a source partition's data."""
-    if reason := stale_reason(level, None, history):
+    """Why the training set must be rebuilt: its own history, its settings (with `resources`),
+    or a source partition's data."""
+    config = config_version(level, resources) if resources is not None else None
+    if reason := stale_reason(level, None, history, config=config):
         return reason
     last = history.latest[level.name][None]
     if last.metadata.get(SOURCES_VERSION) != sources_version(instance, sources, history):

@@ -19,6 +19,7 @@ import dagster as dg
 from glan_assets.checks import CheckThresholds
 from glan_assets.dynosaur.resources import DynosaurSettings
 from glan_assets.glan.resources import GenerationSettings
+from glan_assets.quality.settings import QualitySettings
 from glan_assets.registry import LEVELS, stages
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.uit.resources import UITSettings
@@ -33,6 +34,7 @@ class Profile:
     heldout_per_discipline: int
     max_tokens: int  # cap on every stage's max_tokens; 0: the stages' own
     max_temperature: float  # cap on every stage's temperature; 0: none
+    judge_sample: float = 1.0  # the share of pairs the LLM judge scores
 
 
 PROFILES = {
@@ -52,6 +54,8 @@ PROFILES = {
         heldout_per_discipline=1,
         max_tokens=256,
         max_temperature=0.7,
+        # The embedded judge is slow (0.25 pairs/s on 2 cores) and at chance: a sample shows the stage.
+        judge_sample=0.25,
     ),
     # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
     # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
@@ -86,8 +90,8 @@ STORAGE_BACKENDS = ("duckdb", "ducklake")
 STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE")
 # Secrets redacted from every stored or logged text (`resources.redact`): whole values, and
 # the password inside URLs (the Celery broker and backend, an endpoint with credentials).
-SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD")
-SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_URL")
+SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD", "GLAN_JUDGE_API_KEY")
+SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_URL", "GLAN_JUDGE_BASE_URL")
 
 
 class SettingsError(ValueError):
@@ -124,7 +128,7 @@ class Settings:
             raise SettingsError(f"GLAN_PROFILE={name!r}: the profiles are {', '.join(PROFILES)}")
         known = PLAIN_VARIABLES | {
             f"GLAN_{field.upper()}"
-            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds)
+            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds, QualitySettings)
             for field in cls_.model_fields
         }
         known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in stages() for suffix in STAGE_SUFFIXES}
@@ -278,6 +282,13 @@ class Settings:
             values["registry_path"] = self.env["GLAN_DATASETS"]
         return DynosaurSettings(**values)
 
+    def quality(self) -> QualitySettings:
+        values = {"judge_sample": self.profile.judge_sample}
+        values |= _fields_from_env(QualitySettings, self.env, {"judge_api_key"})
+        if self.env.get("GLAN_JUDGE_API_KEY"):  # an EnvVar: the key stays out of the run config
+            values["judge_api_key"] = dg.EnvVar("GLAN_JUDGE_API_KEY")
+        return QualitySettings(**values)
+
     def resources(self) -> dict[str, dg.ConfigurableResource]:
         return {
             "llm": self.llm(),
@@ -286,6 +297,7 @@ class Settings:
             "training": self.training(),
             "uit": self.uit(),
             "dynosaur": self.dynosaur(),
+            "quality": self.quality(),
             "check_thresholds": CheckThresholds(**_fields_from_env(CheckThresholds, self.env)),
         }
 

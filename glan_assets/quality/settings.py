@@ -52,8 +52,19 @@ class QualitySettings(dg.ConfigurableResource):
     # With a real judge endpoint, 4 drops what the rubric calls "fails the request" (1-3).
     judge_min: int = 1
     # A pair whose judge reply was unusable (it is in the rejects table) has no score; by
-    # default it is not released, so every released pair carries its scores.
+    # default it is not released, so every judged pair released carries its score.
     keep_unjudged: bool = False
+    # A pair any rule flags is dropped; off, the flags are only recorded (and released).
+    drop_flagged: bool = True
+
+    # --- the judge (glan_assets.quality.judge) ---
+    # The share of each partition's pairs the judge scores, a stable sample by pair id (so a
+    # new partition leaves the others' samples alone). The demo profile judges a quarter:
+    # the embedded model judges 0.25 pairs/s on 2 cores (benchmarks/results/quality.json).
+    judge_sample: float = 1.0
+    # The judge's own endpoint (`GLAN_JUDGE_BASE_URL`, `GLAN_JUDGE_API_KEY`); empty: the generator's.
+    judge_base_url: str = ""
+    judge_api_key: str = ""
 
     # --- the IFD scorer (resources.scorer) ---
     scorer_model: str = "smollm2-135m-instruct"  # a packaged model's name, or a causal LM's directory
