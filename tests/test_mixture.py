@@ -23,7 +23,7 @@ from glan_assets.training.sources import SOURCE_LEVELS
 from glan_assets.training.training_set import LEVEL, training_set
 from glan_assets.uit.schemas import RawInstructionRow, UnifiedRow
 from resources.storage import DuckDBStore, Slice
-from tests.training_rows import teaching_pairs, write_answered_questions
+from tests.training_rows import materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -103,8 +103,8 @@ def fill_three_sources(store: DuckDBStore) -> None:
 
 def build_training_set(store: DuckDBStore, instance: dg.DagsterInstance | None = None, **settings):
     training = TrainingSettings(benchmarks=[], heldout_per_discipline=1, **settings)
-    return dg.materialize([training_set], instance=instance or dg.DagsterInstance.ephemeral(),
-                          resources={"store": store, "training": training}, raise_on_error=False)
+    return materialize_training([training_set], store, training, instance or dg.DagsterInstance.ephemeral(),
+                                raise_on_error=False)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult) -> dict:

@@ -34,7 +34,7 @@ from resources.trainer import (
     prompt_and_response,
     train_lora,
 )
-from tests.training_rows import teaching_pairs, write_answered_questions
+from tests.training_rows import materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -83,7 +83,7 @@ def training(tmp_path) -> TrainingSettings:
 
 
 def materialize(assets, store, training, instance, **kwargs) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, instance=instance, resources={"store": store, "training": training}, **kwargs)
+    return materialize_training(assets, store, training, instance, **kwargs)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:

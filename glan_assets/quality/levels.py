@@ -13,7 +13,6 @@ training set, so a changed threshold re-selects from these rows without a call.
 import sys
 import time
 from dataclasses import dataclass, replace
-from statistics import mean, quantiles
 from typing import ClassVar
 
 import dagster as dg
@@ -29,7 +28,7 @@ from glan_assets.quality.ifd import ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, judge_llm, judge_request
 from glan_assets.quality.rules import RULE_NAMES, check
 from glan_assets.quality.settings import QualitySettings
-from glan_assets.quality.stored import flags_json, level_name
+from glan_assets.quality.stored import flags_json, level_name, summary, worst
 from glan_assets.results import markdown_table, store_partition
 from glan_assets.rows import TableRow
 from glan_assets.stages import Batch
@@ -88,23 +87,6 @@ def row_type(method: Method) -> type[QualityRow]:
 def in_judge_sample(source_id: str, share: float) -> bool:
     """A stable sample by pair: the same pairs whatever else the partition holds."""
     return int(content_hash(["judge", source_id])[:8], 16) < share * 16**8
-
-
-def summary(rows: list[dict]) -> dict[str, object]:
-    """Flags by rule, IFD quantiles and the judge's mean over a partition's (or method's) rows."""
-    ifds = sorted(r["ifd"] for r in rows if r["ifd"] is not None)
-    scores = [r["judge_score"] for r in rows if r["judge_score"] is not None]
-    cuts = quantiles(ifds, n=10, method="inclusive") if len(ifds) > 1 else ifds * 9
-    return {
-        "pairs": len(rows),
-        "flagged": sum(r["flagged"] for r in rows),
-        "flags_by_rule": {rule: n for rule in RULE_NAMES if (n := sum(r[f"flag_{rule}"] for r in rows))},
-        "ifd_p10": round(cuts[0], 3) if ifds else None,
-        "ifd_median": round(cuts[4], 3) if ifds else None,
-        "ifd_p90": round(cuts[8], 3) if ifds else None,
-        "judged": len(scores),
-        "judge_mean": round(mean(scores), 2) if scores else None,
-    }
 
 
 @dataclass(frozen=True)
@@ -196,7 +178,7 @@ def quality_level(method: Method) -> Quality:
             {JUDGE_STAGE.name: batch},
             preview=lambda: markdown_table(worst([r.model_dump() for r in stored]), limit=10),
             metadata={
-                **{k: v for k, v in found.items() if not isinstance(v, dict) and v is not None},
+                **{k: v for k, v in found.items() if not isinstance(v, dict | list) and v is not None},
                 "flags_by_rule": dg.MetadataValue.json(found["flags_by_rule"]),
                 "scorer_model": scorer.model_dir,
                 "scoring_seconds": round(scoring_seconds, 2),
@@ -205,15 +187,6 @@ def quality_level(method: Method) -> Quality:
         )
 
     return Quality(level, _quality)
-
-
-def worst(rows: list[dict]) -> list[dict]:
-    """The rows worst first (most flags, lowest judge score, highest IFD), as a short table."""
-    ranked = sorted(rows, key=lambda r: (-len(r["flag_reasons"].splitlines()) if r["flagged"] else 0,
-                                         r["judge_score"] if r["judge_score"] is not None else 11,
-                                         -(r["ifd"] if r["ifd"] is not None else 99), r["source_id"]))
-    return [{"source_id": r["source_id"], "flags": r["flag_reasons"].replace("\n", "; ") or "-",
-             "ifd": None if r["ifd"] is None else round(r["ifd"], 3), "judge": r["judge_score"]} for r in ranked]
 
 
 QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)}

@@ -3,12 +3,15 @@ table per method, one row per pair keyed by the pair's origin id (`source_id`)."
 
 import json
 from collections.abc import Sequence
+from statistics import mean, quantiles
 
-from glan_assets.quality.rules import Flag
+from glan_assets.quality.rules import RULE_NAMES, Flag
 from glan_assets.quality.selection import PairQuality
 from resources.storage import DuckDBStore
 
 SUFFIX = "_quality"
+# Each method's partition column, which its quality table shares.
+PARTITION_COLUMNS = {"glan": "discipline", "uit": "collection", "dynosaur": "dataset"}
 
 
 def level_name(method: str) -> str:
@@ -39,3 +42,38 @@ def read_scores(store: DuckDBStore, methods: Sequence[str]) -> dict[str, PairQua
                 r["judge_sampled"],
             )
     return found
+
+
+def read_rows(store: DuckDBStore, method: str, partition: str | None = None) -> list[dict]:
+    """A method's quality rows (one partition's, when given); none before its level is built."""
+    if level_name(method) not in store.relations():
+        return []
+    where = f" WHERE {PARTITION_COLUMNS[method]} = ?" if partition is not None else ""
+    return store.query(f"SELECT * FROM {level_name(method)}{where} ORDER BY source_id", [partition] if where else [])
+
+
+def summary(rows: list[dict]) -> dict[str, object]:
+    """Flags by rule, IFD quantiles and the judge's mean over a partition's (or method's) rows."""
+    ifds = sorted(r["ifd"] for r in rows if r["ifd"] is not None)
+    scores = [r["judge_score"] for r in rows if r["judge_score"] is not None]
+    cuts = quantiles(ifds, n=10, method="inclusive") if len(ifds) > 1 else ifds * 9
+    return {
+        "pairs": len(rows),
+        "flagged": sum(r["flagged"] for r in rows),
+        "flags_by_rule": {rule: n for rule in RULE_NAMES if (n := sum(r[f"flag_{rule}"] for r in rows))},
+        "ifd_p10": round(cuts[0], 3) if ifds else None,
+        "ifd_median": round(cuts[4], 3) if ifds else None,
+        "ifd_p90": round(cuts[8], 3) if ifds else None,
+        "judged": len(scores),
+        "judge_mean": round(mean(scores), 2) if scores else None,
+        "judge_models": sorted({r["judge_model"] for r in rows if r["judge_model"]}),
+    }
+
+
+def worst(rows: list[dict]) -> list[dict]:
+    """The rows worst first (most flags, lowest judge score, highest IFD), as a short table."""
+    ranked = sorted(rows, key=lambda r: (-len(r["flag_reasons"].splitlines()) if r["flagged"] else 0,
+                                         r["judge_score"] if r["judge_score"] is not None else 11,
+                                         -(r["ifd"] if r["ifd"] is not None else 99), r["source_id"]))
+    return [{"source_id": r["source_id"], "flags": r["flag_reasons"].replace("\n", "; ") or "-",
+             "ifd": None if r["ifd"] is None else round(r["ifd"], 3), "judge": r["judge_score"]} for r in ranked]
