@@ -34,7 +34,7 @@ from resources.trainer import (
     prompt_and_response,
     train_lora,
 )
-from tests.training_rows import materialize_training, teaching_pairs, write_answered_questions
+from tests.training_rows import QUALITY_ASSETS, materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -214,13 +214,16 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
 def test_training_set_follows_new_answers_partitions(project, training):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("discipline", ["Physics"])
-    # Every source level is upstream (an undefined one would count as missing and hold it back).
-    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, training_set],
+    # Every source and quality level is upstream (an undefined one would count as missing and hold it back).
+    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, *QUALITY_ASSETS, training_set],
                           resources={**project.resources(), "training": training})
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert before.get_num_requested(training_set.key) == 0
     instance.report_runless_asset_event(dg.AssetMaterialization("answers", partition="Physics"))
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    unscored = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert unscored.get_num_requested(training_set.key) == 0  # its quality level is still missing
+    instance.report_runless_asset_event(dg.AssetMaterialization("glan_quality", partition="Physics"))
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unscored.cursor)
     assert after.get_num_requested(training_set.key) == 1
 
 

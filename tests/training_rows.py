@@ -30,6 +30,7 @@ from glan_assets.ids import stable_id
 from resources.storage import DuckDBStore, Slice
 
 MODEL = "test-model"
+QUALITY_ASSETS = [q.asset for q in QUALITY.values()]
 
 
 def write_answered_questions(

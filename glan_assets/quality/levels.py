@@ -145,7 +145,7 @@ def quality_level(method: Method) -> Quality:
         batch = stages.run(judge, JUDGE_STAGE, requests) if requests else Batch([])
         verdicts = {r.request.item_id: r.value for r in batch.replies if r.ok}
         judge_model = stages.model_of(judge, JUDGE_STAGE)
-        asked = {r.request.item_id for r in requests}
+        asked = {r.item_id for r in requests}
         stored = [
             rows(
                 quality_id=stable_id(level.id_prefix, p["source_id"]),
