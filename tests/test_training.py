@@ -188,7 +188,7 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
     assert {k: meta[k] for k in ("input_pairs", "exact_duplicates_removed", "contaminated_removed", "train", "test")} == {
         "input_pairs": 18, "exact_duplicates_removed": 1, "contaminated_removed": 1, "train": 12, "test": 4,
     }
-    assert "| glan | Physics | Natural Sciences | 10 | 1 | 0 | 1 | 6 | 2 |" in meta["per_group"]
+    assert "| glan | Physics | Natural Sciences | 10 | 0 | 1 | 0 | 1 | 6 | 2 |" in meta["per_group"]
     assert meta["pairs_glan"] == 16 and meta["mixture"]["glan"]["available"] == 18
     removed = store.read(RemovedPairRow)
     assert sorted(r.reason for r in removed) == ["contaminated", "exact_duplicate"]
