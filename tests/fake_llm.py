@@ -51,7 +51,8 @@ def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False
             {"instruction": f"Given the {last}, give the {first}.", "input_fields": [last], "output_field": first},
         ]})
     if "impartial judge" in system:  # the quality judge: 2 for an answer cut off, else 8
-        answer = user.split("[Answer]\n", 1)[1].rsplit("\n[End of answer]", 1)[0]
+        asked = next(m["content"] for m in messages if "[Answer]\n" in m["content"])  # a re-ask ends otherwise
+        answer = asked.split("[Answer]\n", 1)[1].rsplit("\n[End of answer]", 1)[0]
         score = 2 if answer.rstrip().endswith(("and", ":")) else 8
         return json.dumps({"reason": f"stub verdict on {len(answer)} characters", "score": score})
     if "knowledgeable and helpful assistant" in system:  # GLAN's answers: about the question, not a copy of it
@@ -100,7 +101,7 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.fail_next: list[tuple[int, dict]] = []  # (status, headers) returned before answering
         self.garbage_for: str | None = None  # answer prose to prompts containing this text
-        self.replies: dict[str, str] = {}  # this reply to a prompt containing the key (planted answers)
+        self.replies: dict[str, str] = {}  # this reply to a request whose last message is the key (planted answers)
         self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
         self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
         self.broken_items = False  # one listed subject breaks the schema (no subtopics)
@@ -125,7 +126,7 @@ class FakeLLM:
                 shown = "\n".join(m["content"] for m in body["messages"])
                 garbage = fake.garbage_for and fake.garbage_for in shown
                 shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
-                planted = next((text for key, text in fake.replies.items() if key in prompt), None)
+                planted = fake.replies.get(prompt)
                 if garbage:
                     text = "I cannot do JSON, sorry."
                 elif planted is not None:

@@ -46,7 +46,7 @@ class Selection:
 
 def failures(q: PairQuality, t: QualitySettings) -> list[tuple[str, float | None, str]]:
     """(signal, value, why) for each threshold the pair fails, rules first."""
-    failed = [(f.rule, f.value, f.reason) for f in q.flags] if t.drop_flagged else []
+    failed = [(f.rule, f.value, f"{f.rule}: {f.reason}") for f in q.flags] if t.drop_flagged else []
     if q.ifd is None:
         failed.append(("ifd", None, "no IFD score (a response with no tokens)"))
     elif q.ifd > t.ifd_max:

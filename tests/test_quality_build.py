@@ -1,0 +1,134 @@
+"""The quality levels through the real path: `glan build`'s planning and Dagster runs on a real
+DuckDB file and instance, the fake endpoint answering (and judging), the real local scorer.
+
+Garbage planted through each source never reaches the training set or the release and is in
+`training_removed` with the rule that caught it; released pairs carry their scores; a changed
+threshold re-selects with no LLM call; a new discipline is scored alone."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from glan_assets.build import build, plan_build, train
+from glan_assets.plan import CONFIG, NEW
+from glan_assets.registry import LEVELS
+from glan_assets.training.release import export_dataset
+from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
+from resources.storage import DuckDBStore
+
+# A GLAN answer the stub returns for one question: the issue's cut-off answer.
+CUT_ANSWER = "The answer to this question is: Science and Physical Science Justification:"
+REFUSAL = "As an AI language model, I cannot answer questions about capitals."
+COLLECTION = [
+    {"instruction": "Translate the sentence into French.", "input": "Good morning.", "output": "Bonjour."},
+    {"instruction": "Name the capital of the country.", "input": "Peru", "output": REFUSAL},
+    {"instruction": "Give the plural of the noun.", "input": "mouse", "output": "mice"},
+]
+# The stub's first task reads the dish and gives the cuisine: the last row's answer is its input.
+DATASET = "dish,cuisine\nramen,japanese\npaella,spanish\ntacos,mexican\nsame,same\n"
+
+
+def setting(project, monkeypatch, name: str, value: str) -> None:
+    project.env[name] = value
+    monkeypatch.setenv(name, value)
+
+
+def build_all(project, build_id: str) -> None:
+    plan = plan_build(project.instance, project.resources(), until="training_set")
+    summaries = build(project.instance, plan.partitions, workers=1)
+    assert all(s.success for s in summaries), [s.error for s in summaries]
+    assert all(r.success for _, r in train(project.instance, plan.training, None, build_id=build_id) if r)
+
+
+def judge_requests(fake_llm) -> list[dict]:
+    return [r for r in fake_llm.requests if "impartial judge" in r["messages"][0]["content"]]
+
+
+@pytest.fixture
+def three_sources(project, fake_llm, monkeypatch):
+    """Physics, a collection and a dataset, each with one planted garbage pair; every pair judged."""
+    project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
+    (project.root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in COLLECTION))
+    (project.root / "collections.yaml").write_text("collections:\n  - name: qa\n    path: qa.jsonl\n")
+    (project.root / "dishes.csv").write_text(DATASET)
+    (project.root / "datasets.yaml").write_text("datasets:\n  - name: dishes\n    path: dishes.csv\n")
+    fake_llm.replies = {"In Advanced Physics, explain units; open problems?": CUT_ANSWER}  # one question's answer
+    setting(project, monkeypatch, "GLAN_JUDGE_SAMPLE", "1")
+    build_all(project, "first")
+    return project
+
+
+def test_planted_garbage_is_removed_with_its_reason_and_released_pairs_carry_scores(three_sources, fake_llm, tmp_path):
+    store = DuckDBStore(path=str(three_sources.db))
+    kept = store.read(TrainingPairRow)
+    removed = {r.source_id: r for r in store.read(RemovedPairRow) if r.reason == "quality"}
+    planted = {
+        "glan": store.query("SELECT answer_id AS id FROM answers WHERE answer = ?", [CUT_ANSWER]),
+        "uit": store.query("SELECT unified_id AS id FROM instructions_unified WHERE output = ?", [REFUSAL]),
+        "dynosaur": store.query("SELECT instance_id AS id FROM dynosaur_instances WHERE input IN ('dish: same', 'cuisine: same')"),  # both tasks,
+    }
+    rules = {"glan": "cut_off", "uit": "refusal", "dynosaur": "output_in_inputs"}
+    for source, rows in planted.items():
+        assert rows, source
+        for row in rows:
+            assert row["id"] in removed and removed[row["id"]].source == source, source
+            assert rules[source] in removed[row["id"]].detail, removed[row["id"]]
+    assert not {p.source_id for p in kept} & {r["id"] for rows in planted.values() for r in rows}
+    # The GLAN garbage is caught by the rule first, and the stub judge scored it low too.
+    glan_cut = removed[planted["glan"][0]["id"]]
+    assert glan_cut.signal == "cut_off" and glan_cut.signal_value == 1.0
+    (scored,) = store.query("SELECT judge_score, flag_cut_off, ifd FROM glan_quality WHERE source_id = ?",
+                            [planted["glan"][0]["id"]])
+    assert scored["judge_score"] == 2 and scored["flag_cut_off"] and scored["ifd"] > 0
+
+    # Every pair was judged once, through the same transport, and every kept pair carries its scores.
+    quality_rows = sum(store.query(f"SELECT count(*) AS n FROM {m}_quality")[0]["n"] for m in rules)
+    assert len(judge_requests(fake_llm)) == quality_rows
+    assert {p.source for p in kept} == set(rules)
+    assert all(p.ifd is not None and p.judge_score == 8 and p.quality_flags == "" for p in kept)
+
+    paths = export_dataset(store, tmp_path / "release", levels=LEVELS)
+    released = [json.loads(line) for s in ("train", "test") for line in paths[s].read_text().splitlines()]
+    assert len(released) == len(kept) and all(r["ifd"] is not None and r["judge_score"] == 8 for r in released)
+    quality = paths["card"].read_text().split("## Quality", 1)[1]
+    for source, rows in planted.items():  # the first rule each failed (the stub's UIT rewrite shows the answer)
+        assert f"| {source} | {removed[rows[0]['id']].signal} | {len(rows)} |" in quality
+
+
+def test_a_threshold_change_reselects_with_no_llm_call(three_sources, fake_llm, monkeypatch):
+    store = DuckDBStore(path=str(three_sources.db))
+    before = store.read(TrainingPairRow)
+    calls = len(fake_llm.requests)
+    setting(three_sources, monkeypatch, "GLAN_JUDGE_MIN", "9")  # above every score the stub judge gives
+    plan = plan_build(three_sources.instance, three_sources.resources(), until="training_set")
+    assert plan.partitions == [] and [(s.asset, s.reason) for s in plan.training] == [("training_set", CONFIG)]
+    assert all(r.success for _, r in train(three_sources.instance, plan.training, None, build_id="reselect") if r)
+
+    assert len(fake_llm.requests) == calls  # nothing scored or judged again
+    assert store.read(TrainingPairRow) == []
+    judged = {r.pair_id: r for r in store.read(RemovedPairRow) if r.signal == "judge"}
+    assert {p.pair_id for p in before} <= set(judged)
+    assert all(r.signal_value == 8 and "below 9" in r.detail for r in judged.values() if r.pair_id in {p.pair_id for p in before})
+
+
+def test_a_new_discipline_is_scored_alone(project, fake_llm, monkeypatch):
+    project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
+    setting(project, monkeypatch, "GLAN_JUDGE_SAMPLE", "1")
+    build_all(project, "first")
+    physics = project.instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey("glan_quality"), asset_partitions=["Physics"]), limit=10
+    ).records
+    asked = len(judge_requests(fake_llm))
+
+    project.add_discipline("Astronomy")
+    plan = plan_build(project.instance, project.resources(), until="training_set")
+    assert [(p.key, p.reason, p.levels[-1]) for p in plan.partitions] == [("Astronomy", NEW, "glan_quality")]
+    build_all(project, "second")
+
+    store = DuckDBStore(path=str(project.db))
+    (astronomy,) = store.query("SELECT count(*) AS n FROM glan_quality WHERE discipline = 'Astronomy'")
+    assert astronomy["n"] > 0 and len(judge_requests(fake_llm)) - asked == astronomy["n"]
+    assert len(project.instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey("glan_quality"), asset_partitions=["Physics"]), limit=10
+    ).records) == len(physics) == 1
