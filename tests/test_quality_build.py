@@ -9,13 +9,18 @@ import json
 
 import dagster as dg
 import pytest
+from click.testing import CliRunner
 
 from glan_assets.build import build, plan_build, train
+from glan_assets.checks import all_checks
+from glan_assets.cli import main
+from glan_assets.quality.levels import QUALITY
 from glan_assets.plan import CONFIG, NEW
 from glan_assets.registry import LEVELS
 from glan_assets.training.release import export_dataset
 from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
 from resources.storage import DuckDBStore
+from glan_assets.settings import resources_from_env
 
 # A GLAN answer the stub returns for one question: the issue's cut-off answer.
 CUT_ANSWER = "The answer to this question is: Science and Physical Science Justification:"
@@ -132,3 +137,32 @@ def test_a_new_discipline_is_scored_alone(project, fake_llm, monkeypatch):
     assert len(project.instance.fetch_materializations(
         dg.AssetRecordsFilter(dg.AssetKey("glan_quality"), asset_partitions=["Physics"]), limit=10
     ).records) == len(physics) == 1
+
+
+def flagged_share(project, method: str, key: str, env: dict) -> dg.AssetCheckEvaluation:
+    """The quality level's checks on one partition, as a checks-only run."""
+    result = dg.materialize(
+        [QUALITY[method].asset, *all_checks([QUALITY[method].level])],
+        selection=dg.AssetSelection.checks_for_assets(QUALITY[method].asset),
+        tags={"dagster/partition": key},
+        instance=project.instance,
+        resources=resources_from_env(project.env | env),
+    )
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == "flagged_share")
+
+
+def test_flagged_share_check_and_glan_quality_show_the_scores(three_sources):
+    # 2 of the 8 dishes pairs (one row, two tasks) are flagged: a share of 0.25
+    check = flagged_share(three_sources, "dynosaur", "dishes", {})
+    assert check.passed and check.metadata["flagged_share"].value == 0.25
+    assert check.metadata["flags_by_rule"].value == {"copies_instruction": 2, "output_in_inputs": 2}
+    assert not flagged_share(three_sources, "dynosaur", "dishes", {"GLAN_MAX_FLAGGED_SHARE": "0.2"}).passed
+
+    out = CliRunner().invoke(main, ["quality", "--worst", "1"])
+    assert out.exit_code == 0, out.output
+    assert "glan: 4 pairs scored, 1 flagged" in out.output and "flags by rule: cut_off 1" in out.output
+    assert "dynosaur: 8 pairs scored, 2 flagged" in out.output and "judge mean" in out.output
+    assert "response:    The answer to this question is: Science" in out.output  # GLAN's worst pair, with its text
+    only = CliRunner().invoke(main, ["quality", "--source", "uit", "--partition", "qa"])
+    assert only.output.startswith("uit[qa]: 3 pairs scored, 1 flagged") and "\nglan:" not in only.output
+    assert "no quality scores for nowhere" in CliRunner().invoke(main, ["quality", "-p", "nowhere"]).output
