@@ -3,7 +3,8 @@ DuckDB file and instance, the fake endpoint answering (and judging), the real lo
 
 Garbage planted through each source never reaches the training set or the release and is in
 `training_removed` with the rule that caught it; released pairs carry their scores; a changed
-threshold re-selects with no LLM call; a new discipline is scored alone."""
+threshold re-selects with no LLM call; a new discipline is scored alone; the judge's own
+endpoint takes its requests and its key is stored nowhere."""
 
 import json
 
@@ -14,13 +15,14 @@ from click.testing import CliRunner
 from glan_assets.build import build, plan_build, train
 from glan_assets.checks import all_checks
 from glan_assets.cli import main
-from glan_assets.quality.levels import QUALITY
 from glan_assets.plan import CONFIG, NEW
+from glan_assets.quality.levels import QUALITY
 from glan_assets.registry import LEVELS
+from glan_assets.settings import resources_from_env
 from glan_assets.training.release import export_dataset
 from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
 from resources.storage import DuckDBStore
-from glan_assets.settings import resources_from_env
+from tests.fake_llm import FakeLLM
 
 # A GLAN answer the stub returns for one question: the issue's cut-off answer.
 CUT_ANSWER = "The answer to this question is: Science and Physical Science Justification:"
@@ -166,3 +168,23 @@ def test_flagged_share_check_and_glan_quality_show_the_scores(three_sources):
     only = CliRunner().invoke(main, ["quality", "--source", "uit", "--partition", "qa"])
     assert only.output.startswith("uit[qa]: 3 pairs scored, 1 flagged") and "\nglan:" not in only.output
     assert "no quality scores for nowhere" in CliRunner().invoke(main, ["quality", "-p", "nowhere"]).output
+
+
+def test_the_judge_has_an_endpoint_and_key_of_its_own_and_the_key_is_never_stored(project, fake_llm, monkeypatch):
+    project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
+    with FakeLLM() as judge:
+        setting(project, monkeypatch, "GLAN_JUDGE_BASE_URL", judge.base_url)
+        setting(project, monkeypatch, "GLAN_JUDGE_API_KEY", "sk-judge-secret")
+        setting(project, monkeypatch, "GLAN_JUDGE_SAMPLE", "1")
+        setting(project, monkeypatch, "GLAN_JUDGE_MODEL", "judge-model")
+        build_all(project, "first")
+    assert judge_requests(fake_llm) == [] and judge.requests
+    assert {r["authorization"] for r in judge.requests} == {"Bearer sk-judge-secret"}
+    assert {r["model"] for r in judge.requests} == {"judge-model"}
+    store = DuckDBStore(path=str(project.db))
+    assert {r["judge_model"] for r in store.query("SELECT judge_model FROM glan_quality")} == {"judge-model"}
+    for path in project.root.rglob("*"):
+        if path.is_file():
+            assert b"sk-judge-secret" not in path.read_bytes(), path
+    for run in project.instance.get_runs():
+        assert "sk-judge-secret" not in str(run.run_config)
