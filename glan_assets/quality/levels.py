@@ -128,9 +128,11 @@ def quality_level(method: Method) -> Quality:
     ) -> dg.MaterializeResult:
         key = context.partition_key
         ensure_lineage_views(store)  # GLAN's pairs read its lineage view
-        pairs = store.query(
-            f"SELECT * FROM ({capped_sql(source, training.source_caps.get(method.name))}) WHERE group_name = ?", [key]
-        )
+        cap = training.source_caps.get(method.name)
+        pairs = store.query(f"SELECT * FROM ({capped_sql(source, cap)}) WHERE group_name = ?", [key]) if cap != 0 else []
+        if not pairs:
+            left_out = f" (GLAN_SOURCE_CAPS gives the training set no {method.name} pairs)" if cap == 0 else ""
+            raise dg.Failure(description=f"{level.name}[{key}]: no pairs to score in {source.name}{left_out}")
         context_of = contexts(store, key)
         flags = [check(p["instruction"], p["response"], context_of(p["source_id"]), quality) for p in pairs]
         start = time.monotonic()
