@@ -198,6 +198,8 @@ glan_quality, uit_quality, dynosaur_quality = (q.asset for q in QUALITY.values()
 
 
 def with_quality(method: Method) -> Method:
-    """The method with its quality level after its last one (this module defines the asset)."""
+    """The method with its quality level after its last one (this module defines the asset).
+    Its sensor plans with the resources the quality level's settings are read from."""
     return replace(method, levels=(*method.levels, QUALITY[method.name].level),
-                   modules=(*method.modules, sys.modules[__name__]))
+                   modules=(*method.modules, sys.modules[__name__]),
+                   resource_keys=method.resource_keys | {name.split(".", 1)[0] for name in CONFIG})
