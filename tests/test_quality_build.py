@@ -170,18 +170,26 @@ def test_flagged_share_check_and_glan_quality_show_the_scores(three_sources):
     assert "no quality scores for nowhere" in CliRunner().invoke(main, ["quality", "-p", "nowhere"]).output
 
 
-def test_the_judge_has_an_endpoint_and_key_of_its_own_and_the_key_is_never_stored(project, fake_llm, monkeypatch):
+def test_the_judges_own_endpoint_and_key_and_its_unusable_verdicts(project, fake_llm, monkeypatch):
     project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
     with FakeLLM() as judge:
         setting(project, monkeypatch, "GLAN_JUDGE_BASE_URL", judge.base_url)
         setting(project, monkeypatch, "GLAN_JUDGE_API_KEY", "sk-judge-secret")
         setting(project, monkeypatch, "GLAN_JUDGE_SAMPLE", "1")
         setting(project, monkeypatch, "GLAN_JUDGE_MODEL", "judge-model")
+        judge.garbage_for = "In Advanced Physics"  # no verdict for these pairs, however often asked
         build_all(project, "first")
     assert judge_requests(fake_llm) == [] and judge.requests
+    store = DuckDBStore(path=str(project.db))
+    unjudged = {r["source_id"] for r in store.query(
+        "SELECT source_id FROM glan_quality WHERE judge_sampled AND judge_score IS NULL")}
+    rejects = store.query("SELECT parent_id, reason FROM rejects WHERE asset = 'glan_quality' AND stage = 'judge'")
+    assert unjudged and {r["parent_id"] for r in rejects} == unjudged
+    assert all("unparseable after 3 attempts" in r["reason"] for r in rejects)
+    removed = {r.source_id: r for r in store.read(RemovedPairRow)}
+    assert all(removed[s].signal == "judge" and removed[s].signal_value is None for s in unjudged)
     assert {r["authorization"] for r in judge.requests} == {"Bearer sk-judge-secret"}
     assert {r["model"] for r in judge.requests} == {"judge-model"}
-    store = DuckDBStore(path=str(project.db))
     assert {r["judge_model"] for r in store.query("SELECT judge_model FROM glan_quality")} == {"judge-model"}
     for path in project.root.rglob("*"):
         if path.is_file():
