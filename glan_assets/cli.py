@@ -35,7 +35,8 @@ from glan_assets.definitions import defs
 from glan_assets.diagram import mermaid
 from glan_assets.lineage import chain, temporary_lineage_views
 from glan_assets.orphans import fail_orphaned_runs
-from glan_assets.registry import LEVELS, METHODS, stages
+from glan_assets.quality.stored import read_rows, summary, worst
+from glan_assets.registry import LEVELS, METHODS, level, stages
 from glan_assets.rows import RejectRow
 from glan_assets.settings import SettingsError, resources_from_env
 from glan_assets.training.release import export_dataset
@@ -323,6 +324,41 @@ def rejects(partition: str | None, level: str | None, limit: int) -> None:
         click.echo(f"  output: {_short(r.raw_output, 300)}")
     if len(rows) > limit:
         click.echo(f"... {len(rows) - limit} more (--limit)")
+
+
+@main.command("quality")
+@click.option("--source", "-s", type=click.Choice([m.name for m in METHODS]), help="Only this source's pairs.")
+@click.option("--partition", "-p", help="Only this partition's (a discipline's, dataset's, collection's) pairs.")
+@click.option("--worst", "limit", default=5, show_default=True, help="Print this many worst pairs per source.")
+def quality_cmd(source: str | None, partition: str | None, limit: int) -> None:
+    """Print each source's quality scores (flags by rule, IFD quantiles, the judge's mean) and its worst pairs."""
+    store = _store_with_data(_resources())
+    ensure_lineage_views(store)  # GLAN's pairs' text is in its lineage view
+    shown = False
+    for method in (m for m in METHODS if source in (None, m.name)):
+        rows = read_rows(store, method.name, partition)
+        if not rows:
+            continue
+        shown, s = True, summary(rows)
+        click.echo(f"{method.name}{f'[{partition}]' if partition else ''}: {s['pairs']} pairs scored, {s['flagged']} flagged")
+        click.echo("  flags by rule: " + (", ".join(f"{k} {v}" for k, v in s["flags_by_rule"].items()) or "none"))
+        click.echo(f"  IFD p10 {s['ifd_p10']}, median {s['ifd_median']}, p90 {s['ifd_p90']}; "
+                   f"judged {s['judged']}, judge mean {s['judge_mean']}")
+        ranked = worst(rows)[:limit]
+        pairs_sql = level(method.levels[-1].parent).training_pairs
+        marks = ", ".join("?" for _ in ranked)
+        text = {r["source_id"]: r for r in store.query(
+            f"SELECT source_id, instruction, response FROM ({pairs_sql}) WHERE source_id IN ({marks})",
+            [r["source_id"] for r in ranked])} if ranked else {}
+        click.echo(f"  worst {len(ranked)} (trace one with `glan lineage ID`):")
+        for r in ranked:
+            click.echo(f"    {r['source_id']}  ifd {r['ifd']}  judge {r['judge']}  flags: {r['flags']}")
+            if r["source_id"] in text:
+                click.echo(f"      instruction: {_short(text[r['source_id']]['instruction'])}")
+                click.echo(f"      response:    {_short(text[r['source_id']]['response'])}")
+    if not shown:
+        click.echo("no quality scores" + (f" for {partition}" if partition else "") +
+                   ": build the quality levels first (`glan build`)")
 
 
 @main.command()

@@ -4,13 +4,17 @@ and the CLI derive from. A method joins with one line here."""
 from glan_assets import dynosaur, glan, training, uit
 from glan_assets.levels import Level
 from glan_assets.methods import Method
+from glan_assets.quality import levels as quality
 from glan_assets.stages import Stage
 
-# Every method whose partitions `glan build` plans and builds, in build order.
-METHODS: list[Method] = [glan.METHOD, uit.METHOD, dynosaur.METHOD]
+# Every method whose partitions `glan build` plans and builds, in build order; each ends
+# with its quality level.
+METHODS: list[Method] = [quality.with_quality(m) for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)]
 
 # Tables with rows and ids, each declared once beside its asset.
-LEVELS: list[Level] = [*glan.LEVELS, *glan.ON_DEMAND_LEVELS, *uit.LEVELS, *dynosaur.LEVELS, *training.LEVELS]
+LEVELS: list[Level] = [
+    *glan.LEVELS, *glan.ON_DEMAND_LEVELS, *uit.LEVELS, *dynosaur.LEVELS, *quality.LEVELS, *training.LEVELS
+]
 
 
 def level(name: str) -> Level:

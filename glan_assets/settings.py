@@ -19,6 +19,7 @@ import dagster as dg
 from glan_assets.checks import CheckThresholds
 from glan_assets.dynosaur.resources import DynosaurSettings
 from glan_assets.glan.resources import GenerationSettings
+from glan_assets.quality.settings import QualitySettings
 from glan_assets.registry import LEVELS, stages
 from glan_assets.training.resources import EvalSettings, TrainingSettings
 from glan_assets.uit.resources import UITSettings
@@ -35,6 +36,7 @@ class Profile:
     max_temperature: float  # cap on every stage's temperature; 0: none
     rates_warn: bool = False  # reject and duplicate rates over their limits warn, not fail
     evaluation: Mapping[str, int] = field(default_factory=dict)  # EvalSettings fields
+    judge_sample: float = 1.0  # the share of pairs the LLM judge scores
 
 
 PROFILES = {
@@ -58,6 +60,8 @@ PROFILES = {
         rates_warn=True,
         # model_eval: ~3 minutes on 2 cores, under 2 with the base cached (benchmarks/README.md).
         evaluation={"eval_mc_items": 20, "eval_gen_items": 5, "eval_max_new_tokens": 32, "eval_fewshot": 1},
+        # The embedded judge is slow (0.25 pairs/s on 2 cores) and at chance: a sample shows the stage.
+        judge_sample=0.25,
     ),
     # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
     # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
@@ -92,8 +96,8 @@ STORAGE_BACKENDS = ("duckdb", "ducklake")
 STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE")
 # Secrets redacted from every stored or logged text (`resources.redact`): whole values, and
 # the password inside URLs (the Celery broker and backend, an endpoint with credentials).
-SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD")
-SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_URL")
+SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD", "GLAN_JUDGE_API_KEY")
+SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_URL", "GLAN_JUDGE_BASE_URL")
 
 
 class SettingsError(ValueError):
@@ -130,7 +134,7 @@ class Settings:
             raise SettingsError(f"GLAN_PROFILE={name!r}: the profiles are {', '.join(PROFILES)}")
         known = PLAIN_VARIABLES | {
             f"GLAN_{field.upper()}"
-            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds, EvalSettings)
+            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds, EvalSettings, QualitySettings)
             for field in cls_.model_fields
         }
         known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in stages() for suffix in STAGE_SUFFIXES}
@@ -287,6 +291,13 @@ class Settings:
             values["registry_path"] = self.env["GLAN_DATASETS"]
         return DynosaurSettings(**values)
 
+    def quality(self) -> QualitySettings:
+        values = {"judge_sample": self.profile.judge_sample}
+        values |= _fields_from_env(QualitySettings, self.env, {"judge_api_key"})
+        if self.env.get("GLAN_JUDGE_API_KEY"):  # an EnvVar: the key stays out of the run config
+            values["judge_api_key"] = dg.EnvVar("GLAN_JUDGE_API_KEY")
+        return QualitySettings(**values)
+
     def resources(self) -> dict[str, dg.ConfigurableResource]:
         return {
             "llm": self.llm(),
@@ -296,6 +307,7 @@ class Settings:
             "evaluation": self.evaluation(),
             "uit": self.uit(),
             "dynosaur": self.dynosaur(),
+            "quality": self.quality(),
             "check_thresholds": CheckThresholds(
                 **{"rates_warn": self.profile.rates_warn} | _fields_from_env(CheckThresholds, self.env)
             ),

@@ -60,17 +60,17 @@ class Project:
     def add_discipline(self, name: str) -> None:
         self.taxonomy.write_text(self.taxonomy.read_text() + f"          - name: {name}\n")
 
-    def plan(self, *disciplines: str, force: bool = False, prune: bool = False):
-        """What `glan build --until answers` would build now."""
+    def plan(self, *disciplines: str, force: bool = False, prune: bool = False, until: str = "answers"):
+        """What `glan build --until answers` (or `until`) would build now."""
         return plan_build(
             self.instance, self.resources(), only={"discipline": disciplines}, force=force, prune=prune,
-            until="answers",
+            until=until,
         )
 
-    def build(self, *disciplines: str, force: bool = False):
-        """Build the named disciplines (all by default) as `glan build --until answers` does:
-        only what is missing or stale."""
-        return build(self.instance, self.plan(*disciplines, force=force).partitions, workers=1)
+    def build(self, *disciplines: str, force: bool = False, until: str = "answers"):
+        """Build the named disciplines (all by default) as `glan build --until answers` (or
+        `until`) does: only what is missing or stale."""
+        return build(self.instance, self.plan(*disciplines, force=force, until=until).partitions, workers=1)
 
 
 _catalogs = itertools.count()

@@ -50,6 +50,15 @@ def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False
             {"instruction": f"Given the {', '.join(fields[:-1])}, give the {last}.", "input_fields": fields[:-1], "output_field": last},
             {"instruction": f"Given the {last}, give the {first}.", "input_fields": [last], "output_field": first},
         ]})
+    if "impartial judge" in system:  # the quality judge: 2 for an answer cut off, else 8
+        asked = next(m["content"] for m in messages if "[Answer]\n" in m["content"])  # a re-ask ends otherwise
+        answer = asked.split("[Answer]\n", 1)[1].rsplit("\n[End of answer]", 1)[0]
+        score = 2 if answer.rstrip().endswith(("and", ":")) else 8
+        return json.dumps({"reason": f"stub verdict on {len(answer)} characters", "score": score})
+    if "knowledgeable and helpful assistant" in system:  # GLAN's answers: about the question, not a copy of it
+        topic = found.group(1) if (found := re.search(r"explain (.+?)\?", user)) else user
+        return (f"Each of {topic} is best learned from its definition. Work through one example of each "
+                "step by step, then check the result against the definition.")
     if "Propose up to" in user:
         return json.dumps({"proposals": [{"name": "Proposed Node", "reason": "missing"}]})
     return f"An answer to: {user}"
@@ -92,6 +101,7 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.fail_next: list[tuple[int, dict]] = []  # (status, headers) returned before answering
         self.garbage_for: str | None = None  # answer prose to prompts containing this text
+        self.replies: dict[str, str] = {}  # this reply to a request whose last message is the key (planted answers)
         self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
         self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
         self.broken_items = False  # one listed subject breaks the schema (no subtopics)
@@ -116,8 +126,11 @@ class FakeLLM:
                 shown = "\n".join(m["content"] for m in body["messages"])
                 garbage = fake.garbage_for and fake.garbage_for in shown
                 shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
+                planted = fake.replies.get(prompt)
                 if garbage:
                     text = "I cannot do JSON, sorry."
+                elif planted is not None:
+                    text = planted
                 elif fake.copy_examples and shots:
                     text = shots[0]
                 else:

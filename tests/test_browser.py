@@ -215,7 +215,7 @@ def test_a_discipline_materialized_from_the_ui_shows_its_preview_and_checks(ui, 
     )
     assert (run["jobName"], run["status"]) == ("build_discipline", "SUCCESS")
     page.goto(f"{ui.url}/runs/{run['runId']}")
-    expect(page.get_by_text("Succeeded (14)")).to_be_visible()  # seven levels, seven check steps
+    expect(page.get_by_text("Succeeded (16)")).to_be_visible()  # eight levels (quality last), eight check steps
     shot(page, "3-run")
 
     page.goto(f"{ui.url}/assets/answers")

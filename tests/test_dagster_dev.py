@@ -25,7 +25,7 @@ from glan_assets import glan
 from glan_assets.dagster_internal import pool_slot_holders
 from tests.test_browser import ARTIFACTS, REPO, DagsterUI, free_port, stop, wait_until
 
-LEVELS = [lv.name for lv in glan.LEVELS]  # fields ... answers
+LEVELS = [*(lv.name for lv in glan.LEVELS), "glan_quality"]  # fields ... answers, then its quality level
 # What a run is in until it finishes.
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]

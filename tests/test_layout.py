@@ -65,13 +65,14 @@ def summaries(context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDB
 @pytest.fixture
 def registered():
     """The one registering line, as the method's package would have it."""
-    at = registry.METHODS.index(glan.METHOD)
-    registry.METHODS[at] = dataclasses.replace(glan.METHOD, levels=(*glan.METHOD.levels, LEVEL),
-                                               modules=(*glan.METHOD.modules, sys.modules[__name__]))
+    at = [m.name for m in registry.METHODS].index(glan.METHOD.name)
+    method = registry.METHODS[at]
+    registry.METHODS[at] = dataclasses.replace(method, levels=(*method.levels, LEVEL),
+                                               modules=(*method.modules, sys.modules[__name__]))
     registry.LEVELS.append(LEVEL)
     yield
     registry.LEVELS.remove(LEVEL)
-    registry.METHODS[at] = glan.METHOD
+    registry.METHODS[at] = method
 
 
 def test_a_new_level_is_built_checked_traced_and_configured_from_its_declaration(registered, project, fake_llm,

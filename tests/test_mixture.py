@@ -23,7 +23,7 @@ from glan_assets.training.sources import SOURCE_LEVELS
 from glan_assets.training.training_set import LEVEL, training_set
 from glan_assets.uit.schemas import RawInstructionRow, UnifiedRow
 from resources.storage import DuckDBStore, Slice
-from tests.training_rows import teaching_pairs, write_answered_questions
+from tests.training_rows import QUALITY_ASSETS, materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -103,8 +103,8 @@ def fill_three_sources(store: DuckDBStore) -> None:
 
 def build_training_set(store: DuckDBStore, instance: dg.DagsterInstance | None = None, **settings):
     training = TrainingSettings(benchmarks=[], heldout_per_discipline=1, **settings)
-    return dg.materialize([training_set], instance=instance or dg.DagsterInstance.ephemeral(),
-                          resources={"store": store, "training": training}, raise_on_error=False)
+    return materialize_training([training_set], store, training, instance or dg.DagsterInstance.ephemeral(),
+                                raise_on_error=False)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult) -> dict:
@@ -120,8 +120,9 @@ def store(tmp_path) -> DuckDBStore:
 def test_every_level_that_declares_pairs_is_a_source_upstream_of_the_training_set():
     declared = {lv.name for lv in LEVELS if lv.training_pairs}
     assert declared == {lv.name for lv in SOURCE_LEVELS} == {"answers", "dynosaur_instances", "instructions_unified"}
-    assert set(LEVEL.deps) == declared  # what `glan build` and `sources_version` follow
-    for name in declared:
+    scored = {"glan_quality", "dynosaur_quality", "uit_quality"}  # each source's quality level
+    assert set(LEVEL.deps) == declared | scored  # what `glan build` and `sources_version` follow
+    for name in declared | scored:
         assert isinstance(training_set.get_partition_mapping(dg.AssetKey(name)), dg.AllPartitionMapping)
 
 
@@ -142,7 +143,7 @@ def test_the_mixture_takes_all_three_sources_each_with_its_source_and_origin(sto
     assert meta["mixture"]["dynosaur"] == {
         "available": 24, "capped_away": 0, "taken": 24, "cap_per_task": None, "removed": 0, "train": 23, "test": 1,
     }
-    assert "| dynosaur | reviews | - | 24 | 0 | 0 | 0 | 23 | 1 |" in meta["per_group"]
+    assert "| dynosaur | reviews | - | 24 | 0 | 0 | 0 | 0 | 23 | 1 |" in meta["per_group"]
     # A Dynosaur pair's instruction is its task's instruction over the row's input.
     dyn = next(p for p in pairs if p.source == "dynosaur")
     (origin,) = store.read(InstanceRow, where="instance_id = ?", params=[dyn.source_id])
@@ -265,13 +266,14 @@ def test_the_training_set_follows_new_dataset_and_collection_partitions(project)
     from glan_assets.uit.unified import instructions_unified
 
     instance = dg.DagsterInstance.ephemeral()
-    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, training_set],
+    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, *QUALITY_ASSETS, training_set],
                           resources=project.resources())
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
-    for partitions, asset, key in (("dataset", "dynosaur_instances", "reviews"),
-                                   ("collection", "instructions_unified", "alpaca_mini")):
+    for partitions, method, asset, key in (("dataset", "dynosaur", "dynosaur_instances", "reviews"),
+                                           ("collection", "uit", "instructions_unified", "alpaca_mini")):
         instance.add_dynamic_partitions(partitions, [key])
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=key))
+        for level in (asset, f"{method}_quality"):  # the sensor's run: the levels, then the quality level
+            instance.report_runless_asset_event(dg.AssetMaterialization(level, partition=key))
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert result.get_num_requested(training_set.key) == 1, asset
         instance.report_runless_asset_event(dg.AssetMaterialization("training_set"))  # the requested run

@@ -15,9 +15,10 @@ from glan_assets.quality.contexts import dynosaur_context, field_values, glan_co
 from glan_assets.quality.ifd import IFDScore, ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, Verdict, judge_llm, judge_request
 from glan_assets.quality.rules import Flag, PairContext, check, example_strings, worked_examples
-from glan_assets.quality.selection import PairQuality, removed_rows, select
+from glan_assets.quality.selection import PairQuality, select
 from glan_assets.quality.settings import QualitySettings
 from glan_assets.training.schemas import TrainingPairRow
+from glan_assets.training.training_set import removed_rows
 from glan_assets.uit.collections_file import DEFAULT_REGISTRY
 from glan_assets.uit.formats import Instance
 from glan_assets.uit.schemas import RawInstructionRow, UnifiedRow
@@ -26,7 +27,6 @@ from glan_assets.uit.tasks import prompt_text
 from resources.llm import LLMResource
 from resources.local_models import local_model_dir
 from resources.scorer import PairLoss, load_scorer
-from tests import fake_llm
 from tests.fake_llm import FakeLLM
 
 DUORC = Path(__file__).parent / "data" / "duorc_selfrc_200.json"
@@ -296,19 +296,9 @@ def test_the_judge_stage_asks_greedily_for_a_schema_with_the_reason_first():
     assert "[... cut for the judge]" in request.messages[-1]["content"]
 
 
-def fake_judge(messages, *args, _reply_for=fake_llm._reply_for):
-    """A stub judge's reply: 2 for a cut-off answer, 8 otherwise; the generator's replies as before."""
-    if "[Answer]" not in messages[-1]["content"]:
-        return _reply_for(messages, *args)
-    answer = messages[-1]["content"].split("[Answer]\n", 1)[1].split("\n[End of answer]")[0]
-    score = 2 if answer.rstrip().endswith(("and", ":")) else 8
-    return json.dumps({"reason": f"stub verdict on {len(answer)} characters", "score": score})
-
-
 @pytest.fixture
-def fake_judge_llm(monkeypatch):
-    monkeypatch.setattr(fake_llm, "_reply_for", fake_judge)
-    with FakeLLM() as llm:
+def fake_judge_llm():
+    with FakeLLM() as llm:  # its judge: 2 for a cut-off answer, 8 otherwise
         yield llm
 
 
@@ -389,6 +379,19 @@ def test_changing_a_threshold_reselects_from_the_same_scores():
     assert select(scored, QualitySettings(judge_min=4)).kept == ["pair_02", "pair_03"]
     assert select(scored, QualitySettings(judge_min=6)).kept == ["pair_03"]
     assert select(scored, QualitySettings(judge_min=1, keep_unjudged=True)).kept == ["pair_01", "pair_02", "pair_03", "pair_04"]
+
+
+def test_a_pair_outside_the_judge_sample_fails_only_a_judge_floor():
+    unasked = PairQuality("pair_01", "glan", (), 0.5, None, judge_asked=False)
+    assert select([unasked], S).kept == ["pair_01"]  # no floor by default: nothing to reach
+    (dropped,) = select([unasked], QualitySettings(judge_min=4)).dropped
+    assert (dropped.signal, dropped.value) == ("judge", None) and "outside the judge's sample" in dropped.detail
+    assert select([unasked], QualitySettings(judge_min=4, keep_unjudged=True)).kept == ["pair_01"]
+
+
+def test_flags_drop_a_pair_unless_drop_flagged_is_off():
+    flagged = [q(1, flags=[CUT])]
+    assert select(flagged, S).kept == [] and select(flagged, QualitySettings(drop_flagged=False)).kept == ["pair_01"]
 
 
 def test_the_top_ifd_share_is_taken_per_source_and_is_stable():

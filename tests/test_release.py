@@ -14,7 +14,7 @@ from glan_assets.training.release import export_dataset
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.training_set import training_set
 from resources.storage import DuckDBStore
-from tests.training_rows import MODEL, teaching_pairs, write_answered_questions
+from tests.training_rows import MODEL, materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,10 +25,8 @@ def store(tmp_path) -> DuckDBStore:
     store = DuckDBStore(path=str(tmp_path / "glan.duckdb"))
     write_answered_questions(store, "Physics", teaching_pairs("Physics") + teaching_pairs("Physics")[:1])
     write_answered_questions(store, "Algebra", teaching_pairs("Algebra"), field="Formal Sciences")
-    result = dg.materialize(
-        [training_set],
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={"store": store, "training": TrainingSettings(heldout_per_discipline=2)},
+    result = materialize_training(
+        [training_set], store, TrainingSettings(heldout_per_discipline=2), dg.DagsterInstance.ephemeral()
     )
     assert result.success
     return store
@@ -49,8 +47,9 @@ def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path
     assert (len(train), len(test)) == (12, 4)
     assert list(train[0]) == [
         "pair_id", "source_id", "source", "group_name", "field_name", "subject_name", "instruction", "response",
-        "messages",
+        "ifd", "judge_score", "quality_flags", "messages",
     ]
+    assert all(r["ifd"] == 0.5 and r["judge_score"] is None for r in train + test)  # the stub scorer; not judged
     assert train[0]["messages"] == [
         {"role": "user", "content": train[0]["instruction"]},
         {"role": "assistant", "content": train[0]["response"]},
@@ -68,6 +67,9 @@ def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path
     assert f"| answers | {MODEL} | 0.7 | 0.95 |" in card and f"| syllabus | {MODEL} |" in card
     assert f"| {ANSWER.name} | {ANSWER.version} |" in card
     assert "| exact duplicates removed | 1 |" in card and "| pairs in (after the source caps) | 17 |" in card
+    assert "| removed by quality (see Quality) | 0 |" in card
+    quality = card.split("## Quality", 1)[1]
+    assert "| glan | 17 | 0 | - | 0.5 | 0 | None |" in quality and "no better than chance" in quality
 
 
 def test_the_card_shows_its_pictures_drawn_from_the_rows(store, tmp_path):

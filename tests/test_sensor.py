@@ -17,7 +17,7 @@ from glan_assets.plan import NEW, NODE
 from glan_assets.settings import resources_from_env
 from resources.storage import DuckDBStore
 
-GLAN = tuple(lv.name for lv in glan.LEVELS)  # fields ... answers
+GLAN = (*(lv.name for lv in glan.LEVELS), "glan_quality")  # fields ... answers, then its quality level
 
 
 @pytest.fixture
@@ -88,13 +88,13 @@ def test_a_new_discipline_gets_its_partition_and_one_run_for_it(project):
 
 
 def test_a_built_taxonomy_asks_for_no_run(project):
-    assert all(s.success for s in project.build())
+    assert all(s.success for s in project.build(until="glan_quality"))
     result = tick(project)
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
 
 
 def test_a_removed_discipline_keeps_its_rows_unless_the_sensor_prunes(project):
-    project.build()
+    project.build(until="glan_quality")
     store = DuckDBStore(path=str(project.db))
     assert store.read(AnswerRow, "Astronomy")
     project.taxonomy.write_text(project.taxonomy.read_text().replace("          - name: Astronomy\n", ""))
@@ -114,7 +114,7 @@ def test_a_removed_discipline_keeps_its_rows_unless_the_sensor_prunes(project):
 
 
 def test_an_edited_description_rebuilds_only_that_discipline_from_its_taxonomy_levels(project):
-    project.build()
+    project.build(until="glan_quality")
     project.taxonomy.write_text(
         project.taxonomy.read_text().replace("- name: Astronomy\n", "- name: Astronomy\n            description: stars\n")
     )
@@ -150,7 +150,7 @@ def test_a_partition_with_a_run_in_progress_is_not_asked_again(project, fake_llm
                            kwargs={"instance": project.instance, "partition_key": "Physics"})
     run.start()
     build = subprocess.Popen([sys.executable, "-m", "glan_assets.cli", "build", "--discipline", "Astronomy", "--until",
-                              "answers"], env=project.subprocess_env(), cwd=project.root, stdout=subprocess.DEVNULL)
+                              "glan_quality"], env=project.subprocess_env(), cwd=project.root, stdout=subprocess.DEVNULL)
     try:
         # Both runs have written a level, so each partition's plan (and its old run key) moved.
         deadline = time.monotonic() + 120

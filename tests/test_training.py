@@ -35,7 +35,7 @@ from resources.trainer import (
     prompt_and_response,
     train_lora,
 )
-from tests.training_rows import teaching_pairs, write_answered_questions
+from tests.training_rows import QUALITY_ASSETS, materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -84,7 +84,7 @@ def training(tmp_path) -> TrainingSettings:
 
 
 def materialize(assets, store, training, instance, **kwargs) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, instance=instance, resources={"store": store, "training": training}, **kwargs)
+    return materialize_training(assets, store, training, instance, **kwargs)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
@@ -189,7 +189,7 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
     assert {k: meta[k] for k in ("input_pairs", "exact_duplicates_removed", "contaminated_removed", "train", "test")} == {
         "input_pairs": 18, "exact_duplicates_removed": 1, "contaminated_removed": 1, "train": 12, "test": 4,
     }
-    assert "| glan | Physics | Natural Sciences | 10 | 1 | 0 | 1 | 6 | 2 |" in meta["per_group"]
+    assert "| glan | Physics | Natural Sciences | 10 | 0 | 1 | 0 | 1 | 6 | 2 |" in meta["per_group"]
     assert meta["pairs_glan"] == 16 and meta["mixture"]["glan"]["available"] == 18
     removed = store.read(RemovedPairRow)
     assert sorted(r.reason for r in removed) == ["contaminated", "exact_duplicate"]
@@ -216,13 +216,16 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
 def test_training_set_follows_new_answers_partitions(project, training):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("discipline", ["Physics"])
-    # Every source level is upstream (an undefined one would count as missing and hold it back).
-    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, training_set],
+    # Every source and quality level is upstream (an undefined one would count as missing and hold it back).
+    defs = dg.Definitions(assets=[answers, dynosaur_instances, instructions_unified, *QUALITY_ASSETS, training_set],
                           resources={**project.resources(), "training": training})
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert before.get_num_requested(training_set.key) == 0
     instance.report_runless_asset_event(dg.AssetMaterialization("answers", partition="Physics"))
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    unscored = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert unscored.get_num_requested(training_set.key) == 0  # its quality level is still missing
+    instance.report_runless_asset_event(dg.AssetMaterialization("glan_quality", partition="Physics"))
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unscored.cursor)
     assert after.get_num_requested(training_set.key) == 1
 
 

@@ -2,8 +2,20 @@
 
 The training tests start where generation ends, so they need no LLM: one field,
 discipline, subject, syllabus and session per discipline, and the given question/answer
-pairs under them.
+pairs under them. `materialize_training` scores their quality first, as a build does.
 """
+
+from unittest import mock
+
+import dagster as dg
+
+from glan_assets.lineage import ensure_lineage_views
+from glan_assets.quality.levels import QUALITY
+from glan_assets.quality.settings import QualitySettings
+from glan_assets.registry import METHODS, level
+from glan_assets.training.resources import TrainingSettings
+from resources.llm import LLMResource
+from resources.scorer import PairLoss
 
 from glan_assets.glan.schemas import (
     AnswerRow,
@@ -18,6 +30,7 @@ from glan_assets.ids import stable_id
 from resources.storage import DuckDBStore, Slice
 
 MODEL = "test-model"
+QUALITY_ASSETS = [q.asset for q in QUALITY.values()]
 
 
 def write_answered_questions(
@@ -85,3 +98,41 @@ def teaching_pairs(discipline: str) -> list[tuple[str, str]]:
         )
         for c in CONCEPTS[discipline]
     ]
+
+
+class HalfLossScorer:
+    """Stands in for the local scorer: each response's loss halves given its instruction (IFD 0.5)."""
+
+    model_dir = "stub-scorer"
+
+    def score_with_and_without(self, pairs, batch_size):
+        return [(PairLoss(n / 2, n), PairLoss(float(n), n)) for n in (len(r.split()) for _, r in pairs)]
+
+
+def score_quality(store: DuckDBStore, instance: dg.DagsterInstance, quality: QualitySettings | None = None) -> None:
+    """Materialize each method's quality level for every partition with pairs, as a build does
+    before the training set: every pair (no source cap), the stub scorer, no judge by default."""
+    quality = quality or QualitySettings(judge_sample=0.0)
+    tables = store.relations()
+    ensure_lineage_views(store)
+    resources = {"store": store, "quality": quality, "training": TrainingSettings(source_caps={}),
+                 "llm": LLMResource(cache_path=str(store.path) + ".llm_cache.sqlite")}
+    for method in METHODS:
+        source = level(QUALITY[method.name].level.parent)
+        if source.name not in tables:
+            continue
+        keys = [r["g"] for r in store.query(f"SELECT DISTINCT group_name AS g FROM ({source.training_pairs}) ORDER BY 1")]
+        instance.add_dynamic_partitions(method.partitions.name, keys)
+        with mock.patch("glan_assets.quality.levels.load_scorer", lambda model: HalfLossScorer()):
+            for key in keys:
+                dg.materialize([QUALITY[method.name].asset], partition_key=key, instance=instance, resources=resources)
+
+
+def materialize_training(assets, store: DuckDBStore, training: TrainingSettings, instance: dg.DagsterInstance,
+                         quality: QualitySettings | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+    """`dg.materialize` of training assets, the quality levels scored first when the training set is among them."""
+    quality = quality or QualitySettings(judge_sample=0.0)
+    if any(a.key.to_user_string() == "training_set" for a in assets):
+        score_quality(store, instance, quality)
+    return dg.materialize(assets, instance=instance, resources={"store": store, "training": training, "quality": quality},
+                          **kwargs)

@@ -3,12 +3,14 @@
 import dagster as dg
 
 from glan_assets.dynosaur import METHOD, MODULES
+from glan_assets.quality.levels import QUALITY, with_quality
 from glan_assets.sensors import method_job, method_sensor
 
-build_dataset = method_job(METHOD, "build_dataset")
+# The job and the sensor end with the method's quality level.
+build_dataset = method_job(with_quality(METHOD), "build_dataset")
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(MODULES),
+    assets=[*dg.load_assets_from_modules(MODULES), QUALITY[METHOD.name].asset],
     jobs=[build_dataset],
-    sensors=[method_sensor(METHOD, "dataset_sensor", build_dataset)],
+    sensors=[method_sensor(with_quality(METHOD), "dataset_sensor", build_dataset)],
 )

@@ -244,7 +244,8 @@ def example_strings(examples: Iterable[str], own: str = "") -> frozenset[str]:
 # --- what the instruction asks ------------------------------------------------------------
 
 _ASKS = re.compile(
-    r"(^|[.!?:\n]\s*)(please\s+)?(explain|describe|discuss|compare|contrast|derive|prove|show|calculate|compute|"
+    # At a sentence's or clause's start: "In Physics, explain ..." asks as "Explain ..." does.
+    r"(^|[.!?:;,\n]\s*)(please\s+)?(explain|describe|discuss|compare|contrast|derive|prove|show|calculate|compute|"
     r"find|determine|estimate|evaluate|solve|write|list|name|give|identify|define|state|outline|summari[sz]e|"
     r"analy[sz]e|design|propose|suggest|classify|translate|simplify|convert|predict|justify|illustrate|"
     r"construct|draw|sketch|assess|critique|argue|apply|use|imagine|suppose|consider)\b",

@@ -1,10 +1,15 @@
 """Which pairs the training set keeps, from their rule flags and scores, as a pure function:
 changing a threshold re-selects from stored scores, with no model and no LLM call.
 
-A pair is kept when no rule flags it, its IFD lies within [ifd_min, ifd_max], its judge
-score reaches judge_min, and (with ifd_top_fraction < 1) it is among its source's highest
-IFD pairs of those left. Each dropped pair names the first signal it failed, in that order,
-and its value; its detail lists every failing signal.
+A pair is kept when no rule flags it (unless drop_flagged is off), its IFD lies within
+[ifd_min, ifd_max], its judge score reaches judge_min, and (with ifd_top_fraction < 1) it is
+among its source's highest IFD pairs of those left. Each dropped pair names the first signal
+it failed, in that order, and its value; its detail lists every failing signal.
+
+A pair outside the judge's sample (`judge_sample`) has no score and fails no judge threshold
+while there is no floor (judge_min 1); with a floor, it cannot show it reaches it and is
+dropped unless keep_unjudged. A pair the judge was asked about but whose reply was unusable
+is dropped unless keep_unjudged, as before.
 """
 
 from collections import defaultdict
@@ -13,7 +18,6 @@ from dataclasses import dataclass, field
 
 from glan_assets.quality.rules import Flag
 from glan_assets.quality.settings import QualitySettings
-from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class PairQuality:
     flags: tuple[Flag, ...] = ()
     ifd: float | None = None
     judge_score: float | None = None
+    judge_asked: bool = True  # False: outside the judge's sample
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class Selection:
 
 def failures(q: PairQuality, t: QualitySettings) -> list[tuple[str, float | None, str]]:
     """(signal, value, why) for each threshold the pair fails, rules first."""
-    failed = [(f.rule, f.value, f.reason) for f in q.flags]
+    failed = [(f.rule, f.value, f"{f.rule}: {f.reason}") for f in q.flags] if t.drop_flagged else []
     if q.ifd is None:
         failed.append(("ifd", None, "no IFD score (a response with no tokens)"))
     elif q.ifd > t.ifd_max:
@@ -49,8 +54,10 @@ def failures(q: PairQuality, t: QualitySettings) -> list[tuple[str, float | None
     elif q.ifd < t.ifd_min:
         failed.append(("ifd", q.ifd, f"IFD {q.ifd:.3f} below {t.ifd_min:g}"))
     if q.judge_score is None:
-        if not t.keep_unjudged:
+        if q.judge_asked and not t.keep_unjudged:
             failed.append(("judge", None, "no judge score (its reply is in the rejects table)"))
+        elif not q.judge_asked and t.judge_min > 1 and not t.keep_unjudged:
+            failed.append(("judge", None, f"not judged (outside the judge's sample) and the judge floor is {t.judge_min}"))
     elif q.judge_score < t.judge_min:
         failed.append(("judge", q.judge_score, f"judge score {q.judge_score:g} below {t.judge_min}"))
     return failed
@@ -82,21 +89,3 @@ def select(scored: Sequence[PairQuality], thresholds: QualitySettings) -> Select
     result.kept.sort()
     result.dropped.sort(key=lambda d: d.pair_id)
     return result
-
-
-def removed_rows(pairs: Sequence[TrainingPairRow], selection: Selection) -> list[RemovedPairRow]:
-    """`training_removed` rows for the pairs the selection dropped."""
-    by_id = {p.pair_id: p for p in pairs}
-    return [
-        RemovedPairRow(
-            pair_id=d.pair_id,
-            source_id=by_id[d.pair_id].source_id,
-            source=by_id[d.pair_id].source,
-            group_name=by_id[d.pair_id].group_name,
-            reason="quality",
-            signal=d.signal,
-            signal_value=d.value,
-            detail=d.detail,
-        )
-        for d in selection.dropped
-    ]

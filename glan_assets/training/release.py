@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from glan_assets.levels import Level
+from glan_assets.quality.stored import read_rows, summary
 from glan_assets.results import markdown_table
 from glan_assets.training.pictures import draw
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
@@ -82,7 +83,9 @@ def dataset_card(
     models: Mapping[str, list[str]],
     sampling: Mapping[str, Mapping[str, object]],
     levels: Sequence[Level],
+    quality: Mapping[str, dict] | None = None,
 ) -> str:
+    """`quality`: per source, `glan_assets.quality.stored.summary` of its quality rows."""
     total = sum(len(rows) for rows in splits.values())
     sources = sorted({p.source for rows in splits.values() for p in rows})
     removed_by_source = Counter(r.source for r in removed)
@@ -155,14 +158,44 @@ def dataset_card(
                 {"step": "exact duplicates removed", "pairs": reasons["exact_duplicate"]},
                 {"step": "near duplicates removed (MinHash)", "pairs": reasons["near_duplicate"]},
                 {"step": "contaminated removed (13-gram overlap with a benchmark)", "pairs": reasons["contaminated"]},
+                {"step": "removed by quality (see Quality)", "pairs": reasons["quality"]},
                 {"step": "released", "pairs": total},
             ],
-            limit=5,
+            limit=6,
         ),
         f"Benchmark items matched: {len({(c.benchmark_file, c.benchmark_item) for c in contamination})}"
         + "".join(f"\n- `{f}`" for f in sorted({c.benchmark_file for c in contamination})),
     ]
+    judges = sorted({m for q in (quality or {}).values() for m in q["judge_models"]})
+    sections += quality_section(quality or {}, removed, judges)
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def quality_section(quality: Mapping[str, dict], removed: list[RemovedPairRow], judges: Sequence[str]) -> list[str]:
+    """What was scored per source, and what each quality signal removed."""
+    by_signal = Counter((r.source, r.signal) for r in removed if r.reason == "quality")
+    return [
+        "## Quality",
+        "Before curation every pair was scored by three signals, each a column of the release: deterministic "
+        "rules (`quality_flags`, the rules that flagged it), instruction-following difficulty (`ifd`: the "
+        "response's loss given its instruction over its loss alone, under a small local model; Li et al., "
+        "NAACL 2024) and an LLM judge's 1-10 score (`judge_score`, MT-Bench's rubric; empty for a pair "
+        "outside the judge's sample). Pairs a rule flagged, or whose IFD or judge score missed its threshold, "
+        "were removed.",
+        markdown_table(
+            [{"source": s, "scored": q["pairs"], "flagged": q["flagged"],
+              "flags by rule": ", ".join(f"{k} {v}" for k, v in q["flags_by_rule"].items()) or "-",
+              "IFD median": q["ifd_median"], "judged": q["judged"], "judge mean": q["judge_mean"]}
+             for s, q in sorted(quality.items())],
+            limit=len(quality),
+        ),
+        "Removed by signal (the first one each pair failed):",
+        markdown_table([{"source": s, "signal": g, "pairs": n} for (s, g), n in sorted(by_signal.items())],
+                       limit=len(by_signal)),
+        f"Judge model: {', '.join(judges) or '-'}. The embedded default judge (SmolLM2-135M) is no better than "
+        "chance on the labelled calibration set (AUC 0.46, 95% interval 0.35-0.58), so no judge floor is set "
+        "by default (`GLAN_JUDGE_MIN=1`): its scores are released to look at, not to select by.",
+    ]
 
 
 def export_dataset(
@@ -207,6 +240,7 @@ def export_dataset(
         stage_models(store, levels),
         sampling or {},
         levels,
+        {s: summary(rows) for s in sorted({p.source for p in pairs}) if (rows := read_rows(store, s))},
     )
     pictures = draw(out / "images", pairs, store.read(RemovedPairRow))
     card += "\n## Pictures\n\n" + "\n\n".join(

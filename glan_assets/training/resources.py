@@ -7,7 +7,10 @@ from typing import Annotated
 import dagster as dg
 
 from glan_assets.training.recipes import TrainingRecipe, load_recipes
-from resources.versioning import InputFiles, Unversioned
+from resources.versioning import InputFiles, ReadBy, Unversioned
+
+# The quality levels read only the caps (they score the pairs the training set can take).
+CURATION = ReadBy("training_set")
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # The benchmark samples glan ships: lm-eval task files with their data. What model_eval
@@ -29,15 +32,17 @@ class TrainingSettings(dg.ConfigurableResource):
     """
 
     # Files by content: editing a benchmark file makes the training set stale.
-    benchmarks: Annotated[list[str], InputFiles()] = [str(p) for p in DEFAULT_BENCHMARKS]
+    benchmarks: Annotated[list[str], InputFiles(), CURATION] = [str(p) for p in DEFAULT_BENCHMARKS]
     # Per group: a GLAN discipline, a Dynosaur dataset, a UIT collection.
-    heldout_per_discipline: int = 1  # the paper's GLAN-Test holds out 50
-    source_caps: dict[str, int] = dict(DEFAULT_SOURCE_CAPS)
-    near_dup_threshold: float = 0.8
-    minhash_permutations: int = 128
-    shingle_words: int = 5
-    contamination_ngram: int = 13
-    split_seed: int = 0
+    heldout_per_discipline: Annotated[int, CURATION] = 1  # the paper's GLAN-Test holds out 50
+    source_caps: Annotated[
+        dict[str, int], ReadBy("training_set", "glan_quality", "uit_quality", "dynosaur_quality")
+    ] = dict(DEFAULT_SOURCE_CAPS)
+    near_dup_threshold: Annotated[float, CURATION] = 0.8
+    minhash_permutations: Annotated[int, CURATION] = 128
+    shingle_words: Annotated[int, CURATION] = 5
+    contamination_ngram: Annotated[int, CURATION] = 13
+    split_seed: Annotated[int, CURATION] = 0
     recipes: Annotated[str, Unversioned("each recipe's content versions the checkpoint it trains")] = str(
         DEFAULT_RECIPES
     )

@@ -39,6 +39,11 @@ class TrainingPairRow(TableRow):
     instruction: str
     response: str
     turns: str = "[]"  # a multi-turn chat's every turn as JSON [{"role", "content"}]; "[]" otherwise
+    # Its quality signals (`<source>_quality`): IFD, the judge's 1-10 score (None: not in the
+    # judge's sample) and the rules that flagged it (none unless GLAN_DROP_FLAGGED=0).
+    ifd: float | None = None
+    judge_score: int | None = None
+    quality_flags: str = ""
     split: Split = "train"
 
 

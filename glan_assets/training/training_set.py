@@ -1,17 +1,22 @@
 """The training set: the pairs of every source (GLAN answers, Dynosaur instances, UIT unified
-instances), capped per source, deduplicated across sources, decontaminated and split."""
+instances), capped per source, selected by their quality signals, deduplicated across sources,
+decontaminated and split."""
 
 from collections import Counter
+from collections.abc import Sequence
 
 import dagster as dg
 
 from glan_assets.levels import Level, level_asset
 from glan_assets.plan import CONFIG_VERSION, DATA_VERSION, SOURCES_VERSION, config_version, sources_version
+from glan_assets.quality.selection import Dropped, PairQuality, Selection, select
+from glan_assets.quality.settings import QualitySettings
+from glan_assets.quality.stored import level_name, read_scores
 from glan_assets.results import data_version, markdown_table
 from glan_assets.training.curation import curate, load_benchmarks
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.sources import SOURCE_LEVELS, SourceRead, read_sources
+from glan_assets.training.sources import SOURCE_LEVELS, SOURCES, SourceRead, read_sources
 from resources.storage import DuckDBStore, Slice, columns_of
 
 LEVEL = Level(
@@ -24,15 +29,17 @@ LEVEL = Level(
     "UIT unified instances), each with its `source` and its origin row's id, capped per source and task "
     "(`GLAN_SOURCE_CAPS`), exact and near (MinHash) duplicates removed across sources, pairs sharing a "
     "13-gram with a benchmark question removed (`GLAN_BENCHMARKS`), and a held-out test split of N pairs "
-    "per discipline, dataset or collection (`GLAN_HELDOUT_PER_DISCIPLINE`). What was removed and why is "
-    "in the `training_removed` and `contamination` tables.",
+    "per discipline, dataset or collection (`GLAN_HELDOUT_PER_DISCIPLINE`). Pairs a quality rule flags, or "
+    "whose IFD or judge score misses its threshold (`GLAN_IFD_MAX`, `GLAN_JUDGE_MIN`, ...), are left out "
+    "first. What was removed and why is in the `training_removed` and `contamination` tables.",
     # Its rows' parents are in whichever source level they came from (ans_, dinst_, uni_ ids);
-    # every source level is upstream, so a new partition of any makes it stale.
-    extra_deps=tuple(lv.name for lv in SOURCE_LEVELS),
+    # every source level and each source's quality level is upstream, so a new partition of
+    # any, or new scores, make it stale.
+    extra_deps=(*(lv.name for lv in SOURCE_LEVELS), *(level_name(s) for s in SOURCES)),
     label="pair",
     other_row_types=(RemovedPairRow,),
     kinds=frozenset({"duckdb"}),
-    logic_version="2",  # every source, `source_id` and `group_name`
+    logic_version="3",  # selected by quality
 )
 TABLES = (RemovedPairRow, ContaminationRow, TrainingPairRow)
 
@@ -54,6 +61,48 @@ def drop_outdated_tables(store: DuckDBStore) -> None:
                 con.execute(f"DROP TABLE {row_type.table}")
 
 
+def select_by_quality(
+    pairs: Sequence[TrainingPairRow], scores: dict[str, PairQuality], thresholds: QualitySettings
+) -> tuple[list[TrainingPairRow], list[RemovedPairRow]]:
+    """The pairs that pass the quality thresholds, carrying their scores, and a removal row for
+    each that does not; a pair its quality level has not scored is removed as `unscored`."""
+    scored = [scores[p.source_id] for p in pairs if p.source_id in scores]
+    selection = select(scored, thresholds)
+    selection.dropped += [
+        Dropped(p.pair_id, "unscored", None, f"no {level_name(p.source)} row: build {level_name(p.source)}[{p.group_name}]")
+        for p in pairs
+        if p.source_id not in scores
+    ]
+    kept = set(selection.kept)
+    return (
+        [
+            p.model_copy(update={"ifd": q.ifd, "judge_score": q.judge_score,
+                                 "quality_flags": ",".join(f.rule for f in q.flags)})
+            for p in pairs
+            if p.pair_id in kept and (q := scores[p.source_id])
+        ],
+        removed_rows(pairs, selection),
+    )
+
+
+def removed_rows(pairs: Sequence[TrainingPairRow], selection: Selection) -> list[RemovedPairRow]:
+    """`training_removed` rows for the pairs the selection dropped."""
+    by_id = {p.pair_id: p for p in pairs}
+    return [
+        RemovedPairRow(
+            pair_id=d.pair_id,
+            source_id=by_id[d.pair_id].source_id,
+            source=by_id[d.pair_id].source,
+            group_name=by_id[d.pair_id].group_name,
+            reason="quality",
+            signal=d.signal,
+            signal_value=d.value,
+            detail=d.detail,
+        )
+        for d in sorted(selection.dropped, key=lambda d: d.pair_id)
+    ]
+
+
 def per_group(pairs: list[TrainingPairRow], kept: list[TrainingPairRow], removed: list[RemovedPairRow]) -> str:
     """Markdown: per source and group (discipline, dataset, collection), the pairs in, removed
     per reason, and the split."""
@@ -67,6 +116,7 @@ def per_group(pairs: list[TrainingPairRow], kept: list[TrainingPairRow], removed
             "group": g,
             "field": fields[s, g] or "-",
             "pairs": inputs[s, g],
+            "quality": gone[s, g, "quality"],
             "exact_dups": gone[s, g, "exact_duplicate"],
             "near_dups": gone[s, g, "near_duplicate"],
             "contaminated": gone[s, g, "contaminated"],
@@ -106,7 +156,7 @@ def by_source(reads: list[SourceRead], kept: list[TrainingPairRow], removed: lis
     ),
 )
 def training_set(
-    context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings
+    context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings, quality: QualitySettings
 ) -> dg.MaterializeResult:
     # Imported here: the registry imports this module.
     from glan_assets.registry import level
@@ -124,9 +174,13 @@ def training_set(
             "or the unified instances of a collection first"
             + (f" (source caps: {training.source_caps})" if any(r.available for r in reads) else "")
         )
+    try:
+        good, dropped = select_by_quality(pairs, read_scores(store, SOURCES), quality)
+    except ValueError as exc:  # a threshold out of range
+        raise dg.Failure(description=str(exc)) from exc
     benchmark_items = load_benchmarks(training.benchmarks)
     result = curate(
-        pairs,
+        good,
         benchmark_items,
         heldout_per_group=training.heldout_per_discipline,
         near_dup_threshold=training.near_dup_threshold,
@@ -135,6 +189,7 @@ def training_set(
         ngram=training.contamination_ngram,
         seed=training.split_seed,
     )
+    result.removed = sorted([*dropped, *result.removed], key=lambda r: r.pair_id)
     drop_outdated_tables(store)
     # Together, so the audit tables always explain the training set stored beside them.
     store.replace(
@@ -144,7 +199,7 @@ def training_set(
             Slice(TrainingPairRow, result.kept),
         ]
     )
-    counts = result.counts()
+    counts = {**result.counts(), "input_pairs": len(pairs), "quality_removed": len(dropped)}
     mixture = by_source(reads, result.kept, result.removed)
     context.log.info(", ".join(f"{k} {v}" for k, v in counts.items()))
     context.log.info("mixture: " + "; ".join(f"{s} {m['train']} train, {m['test']} test" for s, m in mixture.items()))
@@ -156,7 +211,8 @@ def training_set(
             **{f"pairs_{s}": m["train"] + m["test"] for s, m in mixture.items()},
             DATA_VERSION: version,
             SOURCES_VERSION: sources,
-            CONFIG_VERSION: config_version(LEVEL, {"store": store, "training": training}),
+            CONFIG_VERSION: config_version(LEVEL, {"store": store, "training": training, "quality": quality}),
+            "quality_removed_by_signal": dg.MetadataValue.json(dict(Counter(r.signal for r in dropped))),
             "mixture": dg.MetadataValue.json(mixture),
             "source_caps": dg.MetadataValue.json(dict(training.source_caps)),
             "benchmark_items": len(benchmark_items),
