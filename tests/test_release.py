@@ -40,7 +40,8 @@ def front_matter(card: str) -> dict:
 def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path):
     out = tmp_path / "release"
     paths = export_dataset(store, out, sampling={"answers": {"temperature": 0.7, "top_p": 0.95}}, levels=LEVELS)
-    images = {f"image_{n}": out / f"images/{n}.png" for n in ("pairs_per_group", "response_lengths", "removed_by_reason")}
+    names = ("pairs_per_group", "response_lengths", "removed_by_reason", "quality_signals")
+    images = {f"image_{n}": out / f"images/{n}.png" for n in names}
     assert paths == {"train": out / "data/train.jsonl", "test": out / "data/test.jsonl", "card": out / "README.md"} | images
     train = [json.loads(line) for line in paths["train"].read_text().splitlines()]
     test = [json.loads(line) for line in paths["test"].read_text().splitlines()]
@@ -76,12 +77,12 @@ def test_the_card_shows_its_pictures_drawn_from_the_rows(store, tmp_path):
     paths = export_dataset(store, tmp_path / "a", levels=LEVELS)
     card = paths["card"].read_text()
     pictures = {k: p for k, p in paths.items() if k.startswith("image_")}
-    assert len(pictures) == 3
+    assert len(pictures) == 4
     for path in pictures.values():
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000  # drawn, and small
         assert f"]({path.relative_to(tmp_path / 'a').as_posix()})" in card
-    assert len({p.read_bytes() for p in pictures.values()}) == 3
+    assert len({p.read_bytes() for p in pictures.values()}) == 4
     # Drawn from the rows: other rows, other pictures.
     with store.connect() as con:
         con.execute("DELETE FROM training_set WHERE split = 'test'")

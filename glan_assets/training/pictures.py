@@ -1,5 +1,6 @@
 """The release card's pictures, drawn at each export from the rows the card describes: pairs per
-source and group, response lengths, and what curation removed and why. Small PNGs (matplotlib's
+source and group, response lengths, what curation removed and why, and the released pairs'
+quality signals. Small PNGs (matplotlib's
 Agg backend: no display, no fonts to fetch)."""
 
 from collections import Counter
@@ -29,6 +30,9 @@ def draw(out: Path, pairs: Sequence[TrainingPairRow], removed: Sequence[RemovedP
             "pairs removed",
             out / "removed_by_reason.png",
         ),
+        "Quality signals of the released pairs, per source (IFD; the judge's 1-10 score)": _signals(
+            pairs, out / "quality_signals.png"
+        ),
     }
     return pictures
 
@@ -51,6 +55,24 @@ def _lengths(pairs: Sequence[TrainingPairRow], path: Path) -> Path:
     ax.set_xlabel("words in the response")
     ax.set_ylabel("pairs")
     ax.legend()
+    return _save(fig, path)
+
+
+def _signals(pairs: Sequence[TrainingPairRow], path: Path) -> Path:
+    fig, (ifd, judge) = plt.subplots(1, 2, figsize=SIZE)
+    sources = sorted({p.source for p in pairs})
+    for axis, values, label in (
+        (ifd, lambda s: [p.ifd for p in pairs if p.source == s and p.ifd is not None], "IFD"),
+        (judge, lambda s: [p.judge_score for p in pairs if p.source == s and p.judge_score is not None], "judge score"),
+    ):
+        drawn = {s: v for s in sources if (v := values(s))}
+        if drawn:
+            axis.hist(list(drawn.values()), bins=10, label=list(drawn), stacked=True)
+            axis.legend(fontsize="small")
+        else:
+            axis.text(0.5, 0.5, "not scored", ha="center", va="center", transform=axis.transAxes)
+        axis.set_xlabel(label)
+    ifd.set_ylabel("pairs")
     return _save(fig, path)
 
 

@@ -50,6 +50,9 @@ def test_files_are_versioned_by_content_not_by_path(tmp_path):
     assert file_digest(str(tmp_path / "missing")) != file_digest(str(b))
 
 
+QUALITY = {"glan_quality", "uit_quality", "dynosaur_quality"}
+
+
 def test_a_setting_makes_exactly_its_readers_stale():
     base = resources_from_env({})
     changes = [
@@ -59,7 +62,12 @@ def test_a_setting_makes_exactly_its_readers_stale():
         ("training", "heldout_per_discipline", 9, {"training_set"}),
         ("training", "near_dup_threshold", 0.5, {"training_set"}),
         ("training", "contamination_ngram", 8, {"training_set"}),
-        ("training", "source_caps", {"glan": 1}, {"training_set"}),
+        # The quality levels score the pairs the caps let through; the training set takes them.
+        ("training", "source_caps", {"glan": 1}, {"training_set", *QUALITY}),
+        # A threshold re-selects from stored scores; a rule re-scores.
+        ("quality", "ifd_max", 0.9, {"training_set"}),
+        ("quality", "min_explained_words", 3, QUALITY),
+        ("quality", "judge_api_key", "sk-other", set()),
         ("training", "checkpoints", "elsewhere", set()),
         ("uit", "candidates_per_task", 9, {"uit_candidates"}),
         ("dynosaur", "max_chars", 10, {"dynosaur_instances"}),
