@@ -37,9 +37,9 @@ from glan_assets.sensors import partition_changes
 from glan_assets.settings import resources_from_env
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
+from resources.budget import BUILD_TAG  # the same id on every run of one `build`
 from resources.storage import DuckDBStore
 
-BUILD_TAG = "glan/build"  # the same id on every run of one `build`
 PARTITION_TAG = "glan/partition"
 # The terminal shows the progress lines; Dagster's own log goes to the build's log file.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
