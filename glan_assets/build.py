@@ -25,6 +25,7 @@ from glan_assets.checks import all_checks
 from glan_assets.methods import Method
 from glan_assets.orphans import process_tags
 from glan_assets.plan import (
+    ESTIMATE_TAG,
     FORCED,
     History,
     PartitionPlan,
@@ -223,6 +224,7 @@ def run_partition(
             BUILD_TAG: build_id,
             PARTITION_TAG: plan.key,
             "glan/reason": plan.reason,
+            **({ESTIMATE_TAG: plan.estimate} if plan.estimate else {}),
         },
     )
     levels = [level_of(event) for event in result.all_events if _is_level_event(event)]

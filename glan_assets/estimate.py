@@ -223,8 +223,9 @@ def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, 
 
 def estimate_build(
     methods: Sequence[tuple[str, Sequence[PartitionPlan]]], resources: Mapping, runs_at_once: int
-) -> tuple[Estimate, dict[str, str]]:
-    """The whole plan's estimate, and per partition its levels' figures as JSON (the run tag
+) -> tuple[Estimate, dict[tuple[str, str], str]]:
+    """The whole plan's estimate (methods: (method name, its partitions' plans)), and per
+    (method, partition) its levels' figures as JSON (the run tag
     `ESTIMATE_TAG` that the materializations record beside their actual figures)."""
     llm, store = resources["llm"], resources["store"]
     stored: dict[str, dict[str, int]] = {}
@@ -261,7 +262,7 @@ def estimate_build(
                 work.append(StageWork(level, stage.name, model, calls, free))
             everything += work
             mine = estimate(work, tokens, prices, latency, concurrency, latency_source)
-            per_partition[plan.key] = json.dumps(mine.by_level(), sort_keys=True)
+            per_partition[(name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
     return estimate(everything, tokens, prices, latency, concurrency, latency_source), per_partition
 
 
@@ -276,13 +277,19 @@ def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
     ]
     for s in est.stages:
         lines.append(f"  {s.stage:<18} {s.calls:>11,} {s.cached:>9,} {s.prompt_tokens:>13,} {s.completion_tokens:>15,} "
-                     f"{s.cost_usd:>10.2f} {_duration(s.seconds):>8}  {s.tokens_source}")
+                     f"{_usd(s.cost_usd):>10} {_duration(s.seconds):>8}  {s.tokens_source}")
     lines.append(f"  {'total':<18} {int(est.total('calls')):>11,} {int(est.total('cached')):>9,} "
                  f"{int(est.total('prompt_tokens')):>13,} {int(est.total('completion_tokens')):>15,} "
-                 f"{est.total('cost_usd'):>10.2f} {_duration(est.total('seconds')):>8}")
+                 f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
+    if budget_usd and est.total("cost_usd") > budget_usd:
+        lines.append(f"  over the budget, GLAN_BUDGET_USD=${budget_usd:g}")
     if budget_usd and not est.total("cost_usd"):
         lines.append("  no prices set (GLAN_PRICE): the cost is unknown and GLAN_BUDGET_USD cannot stop anything")
     return lines
+
+
+def _usd(amount: float) -> str:
+    return f"{amount:,.4f}" if amount < 100 else f"{amount:,.0f}"
 
 
 def _duration(seconds: float) -> str:

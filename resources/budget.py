@@ -82,3 +82,17 @@ class SpendLedger:
 
     def close(self) -> None:
         self._con.close()
+
+
+def spend_line(path: str | Path, build_id: str) -> str:
+    """What the build spent, over its runs, and what every build has spent with this cache."""
+    if not Path(path).exists():
+        return "no LLM calls"
+    ledger = SpendLedger(path)
+    try:
+        runs, total = ledger.runs(build_id), ledger.total()
+    finally:
+        ledger.close()
+    mine = sum(runs.values(), Spend())
+    return (f"${mine.cost_usd:.4f} for {mine.calls:,} LLM calls over {len(runs)} run(s) in this build; "
+            f"${total.cost_usd:.4f} for {total.calls:,} calls in all builds with this cache")
