@@ -273,13 +273,13 @@ def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
     lines = [
         f"estimate at {est.latency_s:.2f} s per call ({est.latency_source}), {est.concurrency} calls in flight; "
         "tokens per call measured in the cache where it says so, else defaults:",
-        f"  {'stage':<18} {'calls':>11} {'cached':>9} {'prompt tok':>13} {'completion tok':>15} {'USD':>10} {'time':>8}  tokens",
+        f"  {'stage':<18} {'calls':>11} {'cached':>9} {'prompt tok':>14} {'completion tok':>15} {'USD':>10} {'time':>8}  tokens",
     ]
     for s in est.stages:
-        lines.append(f"  {s.stage:<18} {s.calls:>11,} {s.cached:>9,} {s.prompt_tokens:>13,} {s.completion_tokens:>15,} "
+        lines.append(f"  {s.stage:<18} {s.calls:>11,} {s.cached:>9,} {s.prompt_tokens:>14,} {s.completion_tokens:>15,} "
                      f"{_usd(s.cost_usd):>10} {_duration(s.seconds):>8}  {s.tokens_source}")
     lines.append(f"  {'total':<18} {int(est.total('calls')):>11,} {int(est.total('cached')):>9,} "
-                 f"{int(est.total('prompt_tokens')):>13,} {int(est.total('completion_tokens')):>15,} "
+                 f"{int(est.total('prompt_tokens')):>14,} {int(est.total('completion_tokens')):>15,} "
                  f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
     if budget_usd and est.total("cost_usd") > budget_usd:
         lines.append(f"  over the budget, GLAN_BUDGET_USD=${budget_usd:g}")
