@@ -27,6 +27,7 @@ from pathlib import Path
 
 from glan_assets.glan import answers, questions, sessions, subjects, syllabi
 from glan_assets.plan import CODE, PartitionPlan
+from glan_assets.registry import level as level_of
 from glan_assets.stages import Stage
 from glan_assets.uit import candidates
 from glan_assets.uit.reading import read_collection
@@ -101,6 +102,7 @@ class Estimate:
     latency_s: float
     latency_source: str
     concurrency: int
+    not_estimated: tuple[str, ...] = ()  # levels with LLM stages that no fan-out here counts
 
     def total(self, name: str) -> float:
         return sum(getattr(s, name) for s in self.stages)
@@ -249,11 +251,13 @@ def estimate_build(
         DEFAULT_LATENCY_S, "default")
     partitions = [p for _, plans in methods for p in plans]
     concurrency = llm.max_concurrency * max(1, min(runs_at_once, len(partitions)))
-    tokens, prices, everything, per_partition = {}, {}, [], {}
+    tokens, prices, everything, per_partition, counted = {}, {}, [], {}, set()
     for name, plans in methods:
         for plan in plans:
             work = []
-            for level, stage, calls in _partition_calls(name, plan, resources, stored):
+            found = _partition_calls(name, plan, resources, stored)
+            counted |= {level for level, _, _ in found} | {lv for lv in plan.levels if not level_of(lv).stages}
+            for level, stage, calls in found:
                 sampling = llm.sampling(stage.name, stage.sampling)
                 model = llm.model_for(sampling)
                 tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens)
@@ -263,12 +267,14 @@ def estimate_build(
             everything += work
             mine = estimate(work, tokens, prices, latency, concurrency, latency_source)
             per_partition[(name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
-    return estimate(everything, tokens, prices, latency, concurrency, latency_source), per_partition
+    total = estimate(everything, tokens, prices, latency, concurrency, latency_source)
+    planned = dict.fromkeys(lv for _, plans in methods for p in plans for lv in p.levels)
+    return dataclasses.replace(total, not_estimated=tuple(lv for lv in planned if lv not in counted)), per_partition
 
 
 def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
     """The estimate as the plan prints it: a line per stage and the total."""
-    if not est.stages:
+    if not est.stages and not est.not_estimated:
         return ["estimate: no LLM calls"]
     lines = [
         f"estimate at {est.latency_s:.2f} s per call ({est.latency_source}), {est.concurrency} calls in flight; "
@@ -281,6 +287,8 @@ def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
     lines.append(f"  {'total':<18} {int(est.total('calls')):>11,} {int(est.total('cached')):>9,} "
                  f"{int(est.total('prompt_tokens')):>14,} {int(est.total('completion_tokens')):>15,} "
                  f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
+    if est.not_estimated:
+        lines.append(f"  not estimated (no fan-out in glan_assets/estimate.py): {', '.join(est.not_estimated)}")
     if budget_usd and est.total("cost_usd") > budget_usd:
         lines.append(f"  over the budget, GLAN_BUDGET_USD=${budget_usd:g}")
     if budget_usd and not est.total("cost_usd"):

@@ -1,6 +1,7 @@
 """The plan's estimate: the pure estimator and fan-out, then `glan build` through the real path
 (the fake endpoint, a real DuckDB file and Dagster home)."""
 
+import dataclasses
 import re
 
 import dagster as dg
@@ -48,6 +49,8 @@ def test_estimate_sums_stages_prices_uncached_tokens_and_divides_time_by_concurr
     lines = describe(est, budget_usd=0.001)
     assert any("over the budget" in line for line in lines)
     assert re.search(r"questions\s+16\s+4\s+1,200\s+240\s", "\n".join(lines))
+    unknown = dataclasses.replace(est, not_estimated=("summaries",))
+    assert describe(unknown)[-1] == "  not estimated (no fan-out in glan_assets/estimate.py): summaries"
 
 
 def test_measured_lengths_replace_the_defaults_only_with_enough_responses():
@@ -112,3 +115,14 @@ def test_every_plan_carries_its_estimate_and_the_build_records_it_beside_the_act
     assert "measured over the last build's 32 calls" in again.stdout
     assert all(calls == cached for calls, cached in _estimated(again.stdout).values())  # all in the cache: free
     assert re.search(r"^\s+total\s+32\s+32\s+0\s+0\s+0\.0000", again.stdout, re.MULTILINE)
+
+    # One more question per syllabus: the stored syllabi are counted, the first two cached.
+    project.env["GLAN_QUESTIONS_PER_SYLLABUS"] = "3"
+    sent = len(fake_llm.requests)
+    more = glan(project, "build", "--until", "answers")
+
+    assert more.returncode == 0, more.stdout + more.stderr
+    planned = _estimated(more.stdout)
+    assert planned["questions"] == planned["answers"] == (12, 8)
+    assert "subjects" not in planned  # not rebuilt: no calls to estimate
+    assert len(fake_llm.requests) - sent == (12 - 8) * 2
