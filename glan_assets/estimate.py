@@ -213,8 +213,11 @@ def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, 
             return []
         if "instructions_raw" in plan.levels:  # read the collection's files as the level will
             collections = uit.collections()
-            found = read_collection(collections.data_path(plan.key), collections.entry(plan.key).format)
-            tasks = len({item.task for item in found if not isinstance(item, Bad)})
+            try:
+                found = read_collection(collections.data_path(plan.key), collections.entry(plan.key).format)
+                tasks = len({item.task for item in found if not isinstance(item, Bad)})
+            except (ValueError, OSError):  # the level fails on it with its reason; not estimated here
+                return []
         else:
             tasks = stored.get("uit_tasks", {}).get(plan.key, 0)
         return fanout_uit(plan.levels, tasks, uit.candidates_per_task)
@@ -288,7 +291,7 @@ def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
                  f"{int(est.total('prompt_tokens')):>14,} {int(est.total('completion_tokens')):>15,} "
                  f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
     if est.not_estimated:
-        lines.append(f"  not estimated (no fan-out in glan_assets/estimate.py): {', '.join(est.not_estimated)}")
+        lines.append(f"  not estimated (no fan-out here, or an input it cannot read): {', '.join(est.not_estimated)}")
     if budget_usd and est.total("cost_usd") > budget_usd:
         lines.append(f"  over the budget, GLAN_BUDGET_USD=${budget_usd:g}")
     if budget_usd and not est.total("cost_usd"):

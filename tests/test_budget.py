@@ -9,9 +9,17 @@ import dagster as dg
 import pytest
 
 from glan_assets.glan.schemas import DisciplineRow
+from glan_assets.settings import Settings, SettingsError
 from resources.budget import BUILD_TAG, Spend, SpendLedger
 from resources.storage import DuckDBStore
 from tests.test_cli import glan
+
+
+def test_the_budget_is_a_typed_setting_unset_by_default():
+    assert Settings.from_env({}).llm().budget_usd == 0
+    assert Settings.from_env({"GLAN_BUDGET_USD": "2.5"}).llm().budget_usd == 2.5
+    with pytest.raises(SettingsError, match="GLAN_BUDGET_USD='ten': expected a number"):
+        Settings.from_env({"GLAN_BUDGET_USD": "ten"}).llm()
 
 
 def _add_many(path: str, run_id: str, n: int) -> None:

@@ -50,7 +50,7 @@ def test_estimate_sums_stages_prices_uncached_tokens_and_divides_time_by_concurr
     assert any("over the budget" in line for line in lines)
     assert re.search(r"questions\s+16\s+4\s+1,200\s+240\s", "\n".join(lines))
     unknown = dataclasses.replace(est, not_estimated=("summaries",))
-    assert describe(unknown)[-1] == "  not estimated (no fan-out in glan_assets/estimate.py): summaries"
+    assert describe(unknown)[-1] == "  not estimated (no fan-out here, or an input it cannot read): summaries"
 
 
 def test_measured_lengths_replace_the_defaults_only_with_enough_responses():
@@ -126,3 +126,13 @@ def test_every_plan_carries_its_estimate_and_the_build_records_it_beside_the_act
     assert planned["questions"] == planned["answers"] == (12, 8)
     assert "subjects" not in planned  # not rebuilt: no calls to estimate
     assert len(fake_llm.requests) - sent == (12 - 8) * 2
+
+
+def test_a_level_whose_input_the_plan_cannot_read_is_named_as_not_estimated(project):
+    (project.root / "broken.json").write_text('{"not": "a format"')
+    (project.root / "collections.yaml").write_text("collections:\n  - name: broken\n    path: broken.json\n")
+
+    dry = glan(project, "build", "--dry-run", "--until", "instructions_unified")
+
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "not estimated (no fan-out here, or an input it cannot read): uit_candidates" in dry.stdout
