@@ -4,9 +4,9 @@
   profile's subject queries, subjects per discipline, questions per syllabus, and so on. A
   level above the first one rebuilt is not rebuilt, so its rows are counted in the store.
 - **Cached calls are free.** The response cache records each response's stage, partition and
-  model: those already cached for a partition's stage and model are counted as cached (up to
-  its calls), except in a partition rebuilt because its code changed, whose prompts may not
-  be the cached ones.
+  model: those already cached for a partition's stage, model and sampling are counted as
+  cached (up to its calls), except in a partition rebuilt because its code changed, whose
+  prompts may not be the cached ones.
 - **Tokens per call** are the cache's measured means for the stage and model once it holds
   `MIN_MEASURED` responses of them, otherwise `DEFAULT_TOKENS` (the README's projection); the
   plan says which.
@@ -25,16 +25,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from glan_assets.dynosaur import tasks as dynosaur_tasks
 from glan_assets.glan import answers, questions, sessions, subjects, syllabi
 from glan_assets.plan import CODE, PartitionPlan
 from glan_assets.registry import level as level_of
 from glan_assets.stages import Stage
 from glan_assets.uit import candidates
-from glan_assets.uit.reading import read_collection
 from glan_assets.uit.formats import Bad
-from glan_assets.dynosaur import tasks as dynosaur_tasks
+from glan_assets.uit.reading import read_collection
 from resources.budget import SpendLedger
 from resources.cache import Measured, ResponseCache
+from resources.storage import DuckDBStore
 
 # Responses of a stage and model the cache must hold before their mean replaces the default.
 MIN_MEASURED = 20
@@ -192,9 +193,9 @@ def fanout_dynosaur(levels: Sequence[str]) -> list[tuple[str, Stage, int]]:
     return [(level, dynosaur_tasks.PROPOSE, 1)] if level in levels else []
 
 
-def _stored_rows(store: object, sql: str) -> dict[str, int]:
+def _stored_rows(store: DuckDBStore, sql: str) -> dict[str, int]:
     """partition -> count, by `sql`; empty where the store or its table does not exist yet."""
-    if getattr(store, "backend", "") == "duckdb" and not Path(store.path).exists():
+    if store.backend == "duckdb" and not Path(store.path).exists():
         return {}
     table = sql.split(" FROM ", 1)[1].split()[0]
     if table not in store.relations():
@@ -265,7 +266,8 @@ def estimate_build(
                 model = llm.model_for(sampling)
                 tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens)
                 prices[stage.name] = (sampling.prompt_price, sampling.completion_price)
-                free = 0 if plan.reason == CODE else min(calls, cached.get((stage.name, plan.key, model), 0))
+                asked = (stage.name, plan.key, model, sampling.temperature, sampling.top_p, sampling.max_tokens)
+                free = 0 if plan.reason == CODE else min(calls, cached.get(asked, 0))
                 work.append(StageWork(level, stage.name, model, calls, free))
             everything += work
             mine = estimate(work, tokens, prices, latency, concurrency, latency_source)

@@ -80,13 +80,14 @@ class ResponseCache:
         )
         return {(stage, model): Measured(n, p, c) for stage, model, n, p, c in rows}
 
-    def cached_calls(self) -> dict[tuple[str, str, str], int]:
-        """(stage, partition, model) -> responses cached for it."""
+    def cached_calls(self) -> dict[tuple[str, str, str, float, float, int], int]:
+        """(stage, partition, model, temperature, top_p, max_tokens) -> responses cached for it."""
+        sampling = ", ".join(f"json_extract(request, '$.{f}')" for f in ("temperature", "top_p", "max_tokens"))
         rows = self._con.execute(
-            "SELECT stage, partition_key, model, count(*) FROM responses"
-            " WHERE stage IS NOT NULL AND partition_key IS NOT NULL GROUP BY stage, partition_key, model"
+            f"SELECT stage, partition_key, model, {sampling}, count(*) FROM responses"
+            f" WHERE stage IS NOT NULL AND partition_key IS NOT NULL GROUP BY stage, partition_key, model, {sampling}"
         )
-        return {(stage, key, model): n for stage, key, model, n in rows}
+        return {tuple(key): n for *key, n in rows}
 
     def __len__(self) -> int:
         return self._con.execute("SELECT count(*) FROM responses").fetchone()[0]

@@ -127,6 +127,12 @@ def test_every_plan_carries_its_estimate_and_the_build_records_it_beside_the_act
     assert "subjects" not in planned  # not rebuilt: no calls to estimate
     assert len(fake_llm.requests) - sent == (12 - 8) * 2
 
+    # Sampled otherwise, the cached answers are other requests: none is counted as free.
+    project.env["GLAN_ANSWERS_TEMPERATURE"] = "0.3"
+    hotter = glan(project, "build", "--dry-run", "--until", "answers")
+
+    assert _estimated(hotter.stdout)["answers"] == (12, 0)
+
 
 def test_a_level_whose_input_the_plan_cannot_read_is_named_as_not_estimated(project):
     (project.root / "broken.json").write_text('{"not": "a format"')
