@@ -26,6 +26,7 @@ from glan_assets.dagster_internal import failure_text
 from glan_assets.methods import Method
 from glan_assets.orphans import process_tags
 from glan_assets.plan import (
+    ESTIMATE_TAG,
     FORCED,
     History,
     PartitionPlan,
@@ -40,9 +41,9 @@ from glan_assets.sensors import partition_changes
 from glan_assets.settings import resources_from_env
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
+from resources.budget import BUILD_TAG  # the same id on every run of one `build`
 from resources.storage import DuckDBStore
 
-BUILD_TAG = "glan/build"  # the same id on every run of one `build`
 PARTITION_TAG = "glan/partition"
 # The terminal shows the progress lines; Dagster's own log goes to the build's log file.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -246,6 +247,7 @@ def run_partition(
             BUILD_TAG: build_id,
             PARTITION_TAG: plan.key,
             "glan/reason": plan.reason,
+            **({ESTIMATE_TAG: plan.estimate} if plan.estimate else {}),
         },
     )
     levels = [level_of(event) for event in result.all_events if _is_level_event(event)]

@@ -1,5 +1,6 @@
 """The `glan` command: build, trace, export, review rejects and taxonomy proposals."""
 
+import dataclasses
 import fcntl
 import os
 import re
@@ -29,6 +30,7 @@ from glan_assets.build import (
     train,
     write_log,
 )
+from glan_assets.estimate import describe, estimate_build
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
 from glan_assets.definitions import defs
@@ -40,6 +42,7 @@ from glan_assets.registry import LEVELS, METHODS, level, stages
 from glan_assets.rows import RejectRow
 from glan_assets.settings import SettingsError, resources_from_env
 from glan_assets.training.release import export_dataset
+from resources.budget import spend_line
 from resources.llm import EndpointUnreachable
 from resources.locks import file_lock
 from resources.storage import DuckDBStore, Slice, StoreUnavailable
@@ -177,8 +180,9 @@ def _partition_options(command):
 @click.option("--force", is_flag=True, help="Rebuild the named disciplines (all when none is named), through the LLM cache.")
 @click.option("--prune", is_flag=True, help="Delete the rows of disciplines no longer in the taxonomy.")
 @click.option("--verbose", "-v", is_flag=True, help="Show Dagster's own log on the terminal.")
+@click.option("--yes", is_flag=True, help="Start even if the estimate is over GLAN_BUDGET_USD (it still stops there).")
 def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run: bool, force: bool, prune: bool,
-              verbose: bool, **only: tuple[str, ...]) -> None:
+              verbose: bool, yes: bool, **only: tuple[str, ...]) -> None:
     """Build what is missing or stale: print the plan, then materialize only that, from each
     method's file (the taxonomy, ...) through the training set and the recipe's checkpoint."""
     res = _resources()
@@ -196,11 +200,11 @@ def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run:
     instance = _instance()
     with _one_build_at_a_time(Path(os.environ["DAGSTER_HOME"])):
         _build(instance, res, only, wanted, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune,
-               verbose)
+               verbose, yes)
 
 
 def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, workers: int, keep_server: bool,
-           until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool) -> None:
+           until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool, yes: bool = False) -> None:
     store, llm = res["store"], res["llm"]
     if orphaned := fail_orphaned_runs(instance):
         click.echo(f"marked {len(orphaned)} run(s) of killed builds as failed")
@@ -209,8 +213,16 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
     doomed = _doomed(store, plan) if dry_run and prune else None
     for line in _describe(plan, doomed):
         click.echo(f"  {line}")
+    estimate, tags = estimate_build([(m.method.name, m.partitions) for m in plan.methods], res, workers)
+    for line in describe(estimate, llm.budget_usd):
+        click.echo(f"  {line}")
+    for m in plan.methods:  # each run records its estimate beside what it did
+        m.partitions[:] = [dataclasses.replace(p, estimate=tags[(m.method.name, p.key)]) for p in m.partitions]
     if dry_run or not (plan.partitions or plan.training):
         return
+    if llm.budget_usd and estimate.total("cost_usd") > llm.budget_usd and not yes:
+        _fail(f"not started: the estimate, ${estimate.total('cost_usd'):.2f}, is over GLAN_BUDGET_USD="
+              f"${llm.budget_usd:g}; `glan build --yes` starts it anyway and stops when the budget is spent")
     build_id = uuid.uuid4().hex
     log_path = Path(os.environ["DAGSTER_HOME"]) / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{build_id[:8]}.log"
     embedded = not llm.base_url
@@ -278,6 +290,7 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         if embedded and not keep_server:
             server.stop_server()
         click.echo(f"log:      {write_log(instance, build_id, log_path)}")
+        click.echo(f"spent:    {spend_line(llm.cache_path, build_id)}")
     click.echo(f"data:     {store.location} (tables {', '.join(GENERATION)}, view lineage)")
     click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     click.echo(f"UI:       {_glan_command()} ui   (then open http://127.0.0.1:3000)")

@@ -12,7 +12,7 @@ A partition is rebuilt from that level down; everything else is up to date and n
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -36,6 +36,10 @@ DATA_VERSION = "data_version"
 # upstream partition's own data version.
 INPUT_VERSIONS = "input_data_versions"
 CONFIG_VERSION = "config_version"  # the settings the level depends on: `config_version()`
+# A partition's run tag: per level, the plan's estimate (`glan_assets.estimate`) as JSON; the
+# materialization records it as ESTIMATE beside its actual figures.
+ESTIMATE_TAG = "glan/estimate"
+ESTIMATE = "estimate"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class PartitionPlan:
     key: str
     levels: tuple[str, ...]  # the levels to build, in order: the first stale one and all below it
     reason: str  # why the first one is built
+    estimate: str = field(default="", compare=False)  # ESTIMATE_TAG's value for its run
 
 
 def latest_by_partition(instance: dg.DagsterInstance, asset: str, batch: int = 1000) -> dict[str | None, Latest]:

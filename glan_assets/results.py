@@ -1,12 +1,21 @@
 """Turning a level's rows into a stored partition and what the UI shows about it."""
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 
 from glan_assets.ids import content_hash
 from glan_assets.levels import Level, resource_keys
-from glan_assets.plan import CONFIG_VERSION, DATA_VERSION, INPUT_VERSIONS, config_version, input_versions
+from glan_assets.plan import (
+    CONFIG_VERSION,
+    DATA_VERSION,
+    ESTIMATE,
+    ESTIMATE_TAG,
+    INPUT_VERSIONS,
+    config_version,
+    input_versions,
+)
 from glan_assets.rows import RejectRow, TableRow
 from glan_assets.stages import Batch, Reply
 from resources.llm import CallStats
@@ -67,6 +76,12 @@ def _resources(context: dg.AssetExecutionContext, level: Level) -> dict[str, obj
     return {key: getattr(context.resources, key) for key in resource_keys(level)}
 
 
+def _estimated(context: dg.AssetExecutionContext, level: Level) -> dict[str, object]:
+    """The plan's estimate for this level, when the run carries one, to sit beside the actual figures."""
+    planned = json.loads(context.run.tags.get(ESTIMATE_TAG) or "{}").get(level.name)
+    return {ESTIMATE: dg.MetadataValue.json(planned)} if planned else {}
+
+
 def store_partition(
     context: dg.AssetExecutionContext,
     store: DuckDBStore,
@@ -110,6 +125,7 @@ def store_partition(
             "rows": len(rows),
             "rejects": len(rejects),
             **call_metadata(stats),
+            **_estimated(context, level),
             "table": level.name,
             "preview": dg.MetadataValue.md(
                 preview() if preview else markdown_table([{f: getattr(r, f) for f in shown} for r in rows])

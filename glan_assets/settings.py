@@ -90,6 +90,7 @@ PLAIN_VARIABLES = {
     "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS", "GLAN_COLLECTIONS", "GLAN_DATASETS",
     "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
     "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH", "GLAN_EXPORT_MEMORY_LIMIT",
+    "GLAN_BUDGET_USD",
 }
 # GLAN_STORAGE: the tables' backend; ducklake also needs GLAN_CATALOG_DSN and GLAN_DATA_PATH.
 STORAGE_BACKENDS = ("duckdb", "ducklake")
@@ -233,6 +234,7 @@ class Settings:
             ),
             structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
             cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
+            budget_usd=self._number("GLAN_BUDGET_USD", 0.0),  # unset: no budget
             stages=self.stage_sampling(),
         )
 

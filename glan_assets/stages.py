@@ -30,6 +30,7 @@ from glan_assets.parsing import (
     schema_hint,
 )
 from glan_assets.prompting import Prompt
+from resources.budget import BudgetExhausted
 from resources.llm import (
     CallStats,
     EndpointError,
@@ -102,7 +103,7 @@ async def _run(llm: LLMResource, stage: Stage, requests: list[Request]) -> Batch
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(_reply(session, llm, stage, r)) for r in requests]
-        except* EndpointUnreachable as group:
+        except* (EndpointUnreachable, BudgetExhausted) as group:  # no call can go on: the step fails
             raise group.exceptions[0] from None
         return Batch([t.result() for t in tasks], session.stats)
 
@@ -128,7 +129,8 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
         # A greedy re-ask of a model stuck copying its input copies again; re-asks sample.
         asked = sampling if attempt == 1 else sampling.model_copy(update={"temperature": max(sampling.temperature, 0.8)})
         try:
-            done = await session.complete(session.body(messages, asked, request.sample_index, schema, resample), asked)
+            body = session.body(messages, asked, request.sample_index, schema, resample)
+            done = await session.complete(body, asked, stage.name)
         except PromptTooLong as exc:  # not sent; asking again would only make it longer
             return Reply(request, error=str(exc), attempts=attempt - 1)
         except (EndpointTimeout, EndpointError) as exc:

@@ -17,12 +17,16 @@ Every text that comes back from the endpoint (completions, error bodies, connect
 redacted (`resources.redact`) before it is cached, raised or returned: an endpoint that echoes
 the `Authorization` header cannot put the key into a reject. A request whose messages are
 longer than `max_prompt_chars` is refused before the cache or the endpoint sees it.
+
+What each answered call cost is added to its run's spend (`resources.budget`); with a budget
+set, a cache miss is not sent once the build's spend over all its runs has reached it.
 """
 
 import asyncio
 import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +38,7 @@ from typing import ClassVar
 
 import dagster as dg
 
+from resources.budget import BUILD_TAG, BudgetExhausted, Spend, SpendLedger
 from resources.cache import ResponseCache, cache_key
 from resources.redact import redact, register
 
@@ -132,6 +137,8 @@ class LLMResource(dg.ConfigurableResource):
     max_prompt_chars: int = 100_000
     structured_outputs: bool = True
     cache_path: str = "data/llm_cache.sqlite"
+    # GLAN_BUDGET_USD: a build sends no new call once its runs together have spent this; 0: no budget.
+    budget_usd: float = 0.0
     # Per stage name: its model and sampling, resolved from the stages' defaults by the settings.
     stages: dict[str, Sampling] = {}
 
@@ -162,8 +169,22 @@ class LLMSession:
         self._url = ""  # chat completions URL, set on connecting
         self._served_model: str | None = None
         self._connect_lock = asyncio.Lock()
+        # The run and build the calls are paid by, and the partition they are for (the plan's
+        # estimate counts cached responses per partition); none outside a step.
+        try:
+            context = dg.OpExecutionContext.get()
+        except dg.DagsterInvariantViolationError:
+            context = None
+        self.run_id = context.run.run_id if context else ""
+        self.build_id = context.run.tags.get(BUILD_TAG, self.run_id) if context else ""
+        self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
+        self.ledger = SpendLedger(Path(llm.cache_path))
+        self._unwritten = Spend()  # without a budget, written once at the end
 
     async def close(self) -> None:
+        if self._unwritten.calls:
+            self.ledger.add(self.run_id, self.build_id, self._unwritten)
+        self.ledger.close()
         self.cache.close()
         if self._client is not None:
             await self._client.close()
@@ -226,7 +247,7 @@ class LLMSession:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}
         return body
 
-    async def complete(self, body: dict, sampling: Sampling) -> Completion:
+    async def complete(self, body: dict, sampling: Sampling, stage: str = "") -> Completion:
         """The cached response to `body`, or a new one from the endpoint (cached before it returns)."""
         size = sum(len(str(m.get("content") or "")) for m in body["messages"])
         if size > self.llm.max_prompt_chars:
@@ -244,20 +265,42 @@ class LLMSession:
         if self._served_model:
             sent["model"] = self._served_model
         async with self.sem:
+            self._within_budget()
+            start = time.monotonic()
             resp = await self._send(client, sent)
+            latency = time.monotonic() - start
         choice = resp["choices"][0]
         completion = Completion(redact(choice["message"].get("content") or ""), choice.get("finish_reason") or "stop")
         usage = resp.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens") or 0
         completion_tokens = usage.get("completion_tokens") or 0
+        cost = (prompt_tokens * sampling.prompt_price + completion_tokens * sampling.completion_price) / 1e6
         self.stats.calls += 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        self.stats.cost_usd += (
-            prompt_tokens * sampling.prompt_price + completion_tokens * sampling.completion_price
-        ) / 1e6
-        self.cache.put(key, body, {"text": completion.text, "finish_reason": completion.finish_reason})
+        self.stats.cost_usd += cost
+        self.cache.put(
+            key,
+            body,
+            {"text": completion.text, "finish_reason": completion.finish_reason},
+            {"stage": stage or None, "partition_key": self.partition_key, "model": body["model"],
+             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "latency_s": latency},
+        )
+        spend = Spend(1, prompt_tokens, completion_tokens, cost, latency)
+        if self.llm.budget_usd > 0:  # the other runs must see it before their next call
+            self.ledger.add(self.run_id, self.build_id, spend)
+        else:
+            self._unwritten += spend
         return completion
+
+    def _within_budget(self) -> None:
+        """Raise `BudgetExhausted` when the build has spent its budget (over all its runs)."""
+        budget = self.llm.budget_usd
+        if budget > 0 and (spent := self.ledger.spent(self.build_id)) >= budget:
+            raise BudgetExhausted(
+                f"budget reached: this build spent ${spent:.4f} of GLAN_BUDGET_USD=${budget:g}, so no new LLM "
+                "call was sent; what was built stays, and `glan build` again resumes through the cache"
+            )
 
     async def _send(self, client: aiohttp.ClientSession, sent: dict) -> dict:
         """One completion, retried on 429, 408/409, 5xx, resets and timeouts with exponential

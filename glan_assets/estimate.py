@@ -1,0 +1,313 @@
+"""What a build plan will cost before it runs: per LLM stage, calls, tokens, USD and time.
+
+- **Calls** follow each method's fan-out from its settings (`fanout_*`): for GLAN, the
+  profile's subject queries, subjects per discipline, questions per syllabus, and so on. A
+  level above the first one rebuilt is not rebuilt, so its rows are counted in the store.
+- **Cached calls are free.** The response cache records each response's stage, partition and
+  model: those already cached for a partition's stage, model and sampling are counted as
+  cached (up to its calls), except in a partition rebuilt because its code changed, whose
+  prompts may not be the cached ones.
+- **Tokens per call** are the cache's measured means for the stage and model once it holds
+  `MIN_MEASURED` responses of them, otherwise `DEFAULT_TOKENS` (the README's projection); the
+  plan says which.
+- **Time** is the uncached calls times the mean latency per call of the last build (recorded
+  in the spend table, `resources.budget`), or `DEFAULT_LATENCY_S`, divided by the calls in
+  flight: `GLAN_MAX_CONCURRENCY` per run times the runs at once. It leaves out waits between
+  levels, so it is a lower bound.
+
+`estimate` is pure; `estimate_build` gathers its inputs for a `BuildPlan`.
+"""
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from glan_assets.dynosaur import tasks as dynosaur_tasks
+from glan_assets.glan import answers, questions, sessions, subjects, syllabi
+from glan_assets.plan import CODE, PartitionPlan
+from glan_assets.registry import level as level_of
+from glan_assets.stages import Stage
+from glan_assets.uit import candidates
+from glan_assets.uit.formats import Bad
+from glan_assets.uit.reading import read_collection
+from resources.budget import SpendLedger
+from resources.cache import Measured, ResponseCache
+from resources.storage import DuckDBStore
+
+# Responses of a stage and model the cache must hold before their mean replaces the default.
+MIN_MEASURED = 20
+# Prompt and completion tokens per call before any are measured: the README's projection for
+# the paper profile (completions are capped at the stage's max_tokens).
+DEFAULT_TOKENS = {
+    subjects.LIST.name: (150, 800),
+    subjects.FORMAT.name: (850, 800),
+    syllabi.WRITE.name: (150, 1200),
+    sessions.EXTRACT.name: (1300, 900),
+    questions.ASK.name: (1300, 120),
+    answers.RESPOND.name: (150, 400),
+    candidates.TRANSFER.name: (600, 200),
+    dynosaur_tasks.PROPOSE.name: (700, 300),
+}
+FALLBACK_TOKENS = (500, 500)  # a stage not listed above
+DEFAULT_LATENCY_S = 2.0  # seconds per call before a build has measured its endpoint
+# GLAN's fan-out where the profile leaves it open: the paper's 10 queries gave 100-200
+# subjects per discipline; a syllabus written without an outline needs its sessions extracted
+# (all of them, at most: the estimate does not guess how many come as outlines).
+SUBJECTS_PER_QUERY = 15
+EXTRACTED_SHARE = 1.0
+
+
+@dataclass(frozen=True)
+class Tokens:
+    prompt: float
+    completion: float
+    source: str  # "measured (N responses)" or "default"
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """One stage's calls for a partition (or summed over partitions)."""
+
+    level: str
+    stage: str
+    model: str
+    calls: int
+    cached: int = 0  # of the calls, those already in the cache: free
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    level: str
+    stage: str
+    model: str
+    calls: int
+    cached: int
+    prompt_tokens: int  # of the uncached calls: what is paid for
+    completion_tokens: int
+    cost_usd: float
+    seconds: float
+    tokens_source: str
+
+    def figures(self) -> dict[str, float]:
+        """As a materialization's metadata names them."""
+        return {"llm_calls": self.calls - self.cached, "cache_hits": self.cached, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 6)}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    stages: tuple[StageEstimate, ...]
+    latency_s: float
+    latency_source: str
+    concurrency: int
+    not_estimated: tuple[str, ...] = ()  # levels with LLM stages that no fan-out here counts
+
+    def total(self, name: str) -> float:
+        return sum(getattr(s, name) for s in self.stages)
+
+    def by_level(self) -> dict[str, dict[str, float]]:
+        """Level -> its stages' figures summed."""
+        levels: dict[str, dict[str, float]] = {}
+        for s in self.stages:
+            mine = levels.setdefault(s.level, dict.fromkeys(s.figures(), 0))
+            for k, v in s.figures().items():
+                mine[k] = round(mine[k] + v, 6)
+        return levels
+
+
+def choose_tokens(measured: Mapping[tuple[str, str], Measured], stage: str, model: str, max_tokens: int) -> Tokens:
+    """The cache's means for the stage and model when it has enough, else the default."""
+    m = measured.get((stage, model))
+    if m is not None and m.responses >= MIN_MEASURED:
+        return Tokens(m.prompt_tokens, m.completion_tokens, f"measured ({m.responses} responses)")
+    prompt, completion = DEFAULT_TOKENS.get(stage, FALLBACK_TOKENS)
+    return Tokens(prompt, min(completion, max_tokens), "default")
+
+
+def estimate(
+    work: Iterable[StageWork],
+    tokens: Mapping[tuple[str, str], Tokens],
+    prices: Mapping[str, tuple[float, float]],
+    latency_s: float,
+    concurrency: int,
+    latency_source: str = "default",
+) -> Estimate:
+    """Per (level, stage, model), in the order first seen: the calls summed, what the uncached
+    ones cost at `prices` (stage -> USD per million prompt, completion tokens) and take at
+    `latency_s` each with `concurrency` in flight."""
+    summed: dict[tuple[str, str, str], StageWork] = {}
+    for w in work:
+        key = (w.level, w.stage, w.model)
+        had = summed.get(key)
+        summed[key] = w if had is None else dataclasses.replace(had, calls=had.calls + w.calls, cached=had.cached + w.cached)
+    stages = []
+    for (level, stage, model), w in summed.items():
+        t = tokens[(stage, model)]
+        paid = w.calls - w.cached
+        prompt, completion = round(paid * t.prompt), round(paid * t.completion)
+        price_in, price_out = prices.get(stage, (0.0, 0.0))
+        stages.append(StageEstimate(
+            level, stage, model, w.calls, w.cached, prompt, completion,
+            (prompt * price_in + completion * price_out) / 1e6, paid * latency_s / max(concurrency, 1), t.source,
+        ))
+    return Estimate(tuple(stages), latency_s, latency_source, concurrency)
+
+
+def fanout_glan(
+    levels: Sequence[str], counts: Mapping[str, float], stored: Mapping[str, int]
+) -> list[tuple[str, Stage, int]]:
+    """One discipline's calls per stage, (level, stage, calls), for the `levels` built. A
+    level not built has the rows `stored` holds; a built one the profile's `counts` make."""
+    queries, cap = int(counts["subject_queries"]), int(counts["max_subjects_per_discipline"])
+
+    def rows(level: str, expected: int) -> int:
+        return expected if level in levels else stored.get(level, 0)
+
+    made = queries * SUBJECTS_PER_QUERY
+    n_subjects = rows(subjects.LEVEL.name, min(made, cap) if cap else made)
+    n_syllabi = rows(syllabi.LEVEL.name, n_subjects)
+    n_questions = rows(questions.LEVEL.name, n_syllabi * int(counts["questions_per_syllabus"]))
+    calls = [
+        (subjects.LEVEL.name, subjects.LIST, queries),
+        (subjects.LEVEL.name, subjects.FORMAT, queries),
+        (syllabi.LEVEL.name, syllabi.WRITE, n_subjects),
+        (sessions.LEVEL.name, sessions.EXTRACT, math.ceil(n_syllabi * EXTRACTED_SHARE)),
+        (questions.LEVEL.name, questions.ASK, n_questions),
+        (answers.LEVEL.name, answers.RESPOND, n_questions),
+    ]
+    return [c for c in calls if c[0] in levels]
+
+
+def fanout_uit(levels: Sequence[str], tasks: int, candidates_per_task: int) -> list[tuple[str, Stage, int]]:
+    """One collection's calls: K rewrites per task."""
+    level = candidates.LEVEL.name
+    return [(level, candidates.TRANSFER, tasks * candidates_per_task)] if level in levels else []
+
+
+def fanout_dynosaur(levels: Sequence[str]) -> list[tuple[str, Stage, int]]:
+    """One dataset's calls: one to propose its tasks."""
+    level = dynosaur_tasks.LEVEL.name
+    return [(level, dynosaur_tasks.PROPOSE, 1)] if level in levels else []
+
+
+def _stored_rows(store: DuckDBStore, sql: str) -> dict[str, int]:
+    """partition -> count, by `sql`; empty where the store or its table does not exist yet."""
+    if store.backend == "duckdb" and not Path(store.path).exists():
+        return {}
+    table = sql.split(" FROM ", 1)[1].split()[0]
+    if table not in store.relations():
+        return {}
+    return {r["k"]: r["n"] for r in store.query(sql)}
+
+
+def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, stored: dict) -> list[tuple[str, Stage, int]]:
+    if method_name == "glan":
+        settings = resources["settings"]
+        counts = {k: getattr(settings, k) for k in ("subject_queries", "max_subjects_per_discipline", "questions_per_syllabus")}
+        return fanout_glan(plan.levels, counts, {lv: n.get(plan.key, 0) for lv, n in stored.items()})
+    if method_name == "uit":
+        uit = resources["uit"]
+        if candidates.LEVEL.name not in plan.levels:
+            return []
+        if "instructions_raw" in plan.levels:  # read the collection's files as the level will
+            collections = uit.collections()
+            try:
+                found = read_collection(collections.data_path(plan.key), collections.entry(plan.key).format)
+                tasks = len({item.task for item in found if not isinstance(item, Bad)})
+            except (ValueError, OSError):  # the level fails on it with its reason; not estimated here
+                return []
+        else:
+            tasks = stored.get("uit_tasks", {}).get(plan.key, 0)
+        return fanout_uit(plan.levels, tasks, uit.candidates_per_task)
+    if method_name == "dynosaur":
+        return fanout_dynosaur(plan.levels)
+    return []
+
+
+def estimate_build(
+    methods: Sequence[tuple[str, Sequence[PartitionPlan]]], resources: Mapping, runs_at_once: int
+) -> tuple[Estimate, dict[tuple[str, str], str]]:
+    """The whole plan's estimate (methods: (method name, its partitions' plans)), and per
+    (method, partition) its levels' figures as JSON (the run tag
+    `ESTIMATE_TAG` that the materializations record beside their actual figures)."""
+    llm, store = resources["llm"], resources["store"]
+    stored: dict[str, dict[str, int]] = {}
+    if any(name == "glan" and plans for name, plans in methods):
+        for level, column in ((subjects.LEVEL, "discipline"), (syllabi.LEVEL, "discipline"),
+                              (questions.LEVEL, "discipline")):
+            stored[level.name] = _stored_rows(store, f"SELECT {column} AS k, count(*) AS n FROM {level.name} GROUP BY 1")
+    if any(name == "uit" and plans for name, plans in methods):
+        stored["uit_tasks"] = _stored_rows(
+            store, "SELECT collection AS k, count(DISTINCT task_id) AS n FROM instructions_raw GROUP BY 1"
+        )
+    measured, cached, last = {}, {}, None
+    if Path(llm.cache_path).exists():  # a plan does not create the cache
+        cache, ledger = ResponseCache(llm.cache_path), SpendLedger(llm.cache_path)
+        try:
+            measured, cached, last = cache.measured(), cache.cached_calls(), ledger.last_latency()
+        finally:
+            cache.close()
+            ledger.close()
+    latency, latency_source = (last[0], f"measured over the last build's {last[1]} calls") if last else (
+        DEFAULT_LATENCY_S, "default")
+    partitions = [p for _, plans in methods for p in plans]
+    concurrency = llm.max_concurrency * max(1, min(runs_at_once, len(partitions)))
+    tokens, prices, everything, per_partition, counted = {}, {}, [], {}, set()
+    for name, plans in methods:
+        for plan in plans:
+            work = []
+            found = _partition_calls(name, plan, resources, stored)
+            counted |= {level for level, _, _ in found} | {lv for lv in plan.levels if not level_of(lv).stages}
+            for level, stage, calls in found:
+                sampling = llm.sampling(stage.name, stage.sampling)
+                model = llm.model_for(sampling)
+                tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens)
+                prices[stage.name] = (sampling.prompt_price, sampling.completion_price)
+                asked = (stage.name, plan.key, model, sampling.temperature, sampling.top_p, sampling.max_tokens)
+                free = 0 if plan.reason == CODE else min(calls, cached.get(asked, 0))
+                work.append(StageWork(level, stage.name, model, calls, free))
+            everything += work
+            mine = estimate(work, tokens, prices, latency, concurrency, latency_source)
+            per_partition[(name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
+    total = estimate(everything, tokens, prices, latency, concurrency, latency_source)
+    planned = dict.fromkeys(lv for _, plans in methods for p in plans for lv in p.levels)
+    return dataclasses.replace(total, not_estimated=tuple(lv for lv in planned if lv not in counted)), per_partition
+
+
+def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
+    """The estimate as the plan prints it: a line per stage and the total."""
+    if not est.stages and not est.not_estimated:
+        return ["estimate: no LLM calls"]
+    lines = [
+        f"estimate at {est.latency_s:.2f} s per call ({est.latency_source}), {est.concurrency} calls in flight; "
+        "tokens per call measured in the cache where it says so, else defaults:",
+        f"  {'stage':<18} {'calls':>11} {'cached':>9} {'prompt tok':>14} {'completion tok':>15} {'USD':>10} {'time':>8}  tokens",
+    ]
+    for s in est.stages:
+        lines.append(f"  {s.stage:<18} {s.calls:>11,} {s.cached:>9,} {s.prompt_tokens:>14,} {s.completion_tokens:>15,} "
+                     f"{_usd(s.cost_usd):>10} {_duration(s.seconds):>8}  {s.tokens_source}")
+    lines.append(f"  {'total':<18} {int(est.total('calls')):>11,} {int(est.total('cached')):>9,} "
+                 f"{int(est.total('prompt_tokens')):>14,} {int(est.total('completion_tokens')):>15,} "
+                 f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
+    if est.not_estimated:
+        lines.append(f"  not estimated (no fan-out here, or an input it cannot read): {', '.join(est.not_estimated)}")
+    if budget_usd and est.total("cost_usd") > budget_usd:
+        lines.append(f"  over the budget, GLAN_BUDGET_USD=${budget_usd:g}")
+    if budget_usd and not est.total("cost_usd"):
+        lines.append("  no prices set (GLAN_PRICE): the cost is unknown and GLAN_BUDGET_USD cannot stop anything")
+    return lines
+
+
+def _usd(amount: float) -> str:
+    return f"{amount:,.4f}" if amount < 100 else f"{amount:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
