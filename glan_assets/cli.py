@@ -346,7 +346,6 @@ def rejects(partition: str | None, level: str | None, limit: int) -> None:
 def quality_cmd(source: str | None, partition: str | None, limit: int) -> None:
     """Print each source's quality scores (flags by rule, IFD quantiles, the judge's mean) and its worst pairs."""
     store = _store_with_data(_resources())
-    ensure_lineage_views(store)  # GLAN's pairs' text is in its lineage view
     shown = False
     for method in (m for m in METHODS if source in (None, m.name)):
         rows = read_rows(store, method.name, partition)

@@ -28,6 +28,7 @@ from pathlib import Path
 from glan_assets.dynosaur import tasks as dynosaur_tasks
 from glan_assets.glan import answers, questions, sessions, subjects, syllabi
 from glan_assets.plan import CODE, PartitionPlan
+from glan_assets.quality.judge import JUDGE_STAGE
 from glan_assets.registry import level as level_of
 from glan_assets.stages import Stage
 from glan_assets.uit import candidates
@@ -157,10 +158,11 @@ def estimate(
 
 
 def fanout_glan(
-    levels: Sequence[str], counts: Mapping[str, float], stored: Mapping[str, int]
+    levels: Sequence[str], counts: Mapping[str, float], stored: Mapping[str, int], judge_sample: float = 0.0
 ) -> list[tuple[str, Stage, int]]:
     """One discipline's calls per stage, (level, stage, calls), for the `levels` built. A
-    level not built has the rows `stored` holds; a built one the profile's `counts` make."""
+    level not built has the rows `stored` holds; a built one the profile's `counts` make. The
+    quality level's judge scores `judge_sample` of the pairs (one per answer)."""
     queries, cap = int(counts["subject_queries"]), int(counts["max_subjects_per_discipline"])
 
     def rows(level: str, expected: int) -> int:
@@ -177,6 +179,7 @@ def fanout_glan(
         (sessions.LEVEL.name, sessions.EXTRACT, math.ceil(n_syllabi * EXTRACTED_SHARE)),
         (questions.LEVEL.name, questions.ASK, n_questions),
         (answers.LEVEL.name, answers.RESPOND, n_questions),
+        ("glan_quality", JUDGE_STAGE, math.ceil(n_questions * judge_sample)),
     ]
     return [c for c in calls if c[0] in levels]
 
@@ -207,7 +210,8 @@ def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, 
     if method_name == "glan":
         settings = resources["settings"]
         counts = {k: getattr(settings, k) for k in ("subject_queries", "max_subjects_per_discipline", "questions_per_syllabus")}
-        return fanout_glan(plan.levels, counts, {lv: n.get(plan.key, 0) for lv, n in stored.items()})
+        return fanout_glan(plan.levels, counts, {lv: n.get(plan.key, 0) for lv, n in stored.items()},
+                           resources["quality"].judge_sample)
     if method_name == "uit":
         uit = resources["uit"]
         if candidates.LEVEL.name not in plan.levels:

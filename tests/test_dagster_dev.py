@@ -65,7 +65,7 @@ def dagster_dev(project, log_name: str) -> Iterator[DagsterUI]:
 
 
 def glan_build(project, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers", *args],
+    return subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "glan_quality", *args],
                           cwd=project.root, env=project.subprocess_env(), capture_output=True, text=True, timeout=600)
 
 

@@ -393,7 +393,8 @@ def test_the_dataset_sensor_registers_the_datasets_and_asks_for_their_runs(proje
     assert added.partitions_def_name == "dataset"
     assert list(added.partition_keys) == ["product_reviews", "capitals_qa", "headlines"]
     assert sorted((r.partition_key, r.job_name, len(r.asset_selection)) for r in result.run_requests) == [
-        ("capitals_qa", "build_dataset", 3), ("headlines", "build_dataset", 3), ("product_reviews", "build_dataset", 3)
+        # metadata, tasks, instances and the quality level
+        ("capitals_qa", "build_dataset", 4), ("headlines", "build_dataset", 4), ("product_reviews", "build_dataset", 4)
     ]
 
 
@@ -405,7 +406,7 @@ def test_pruning_a_removed_dataset_removes_its_rows_only(project, registry, fake
     plan = plan_build(project.instance, project.resources(), only={"dataset": ["capitals_qa"]}, prune=True,
                       until="dynosaur_instances")
 
-    assert [m.removed for m in plan.methods if m.method is METHOD] == [["headlines"]]
+    assert [m.removed for m in plan.methods if m.method.name == METHOD.name] == [["headlines"]]
     assert store.read(InstanceRow, "headlines") == [] and store.read(TaskRow, "headlines") == []
     assert len(store.read(InstanceRow, "capitals_qa")) == 16
     assert "headlines" not in project.instance.get_dynamic_partitions("dataset")

@@ -73,6 +73,10 @@ def test_glan_fanout_follows_the_profile_and_counts_stored_rows_of_levels_not_re
     tail = fanout_glan(("questions", "answers"), DEMO, {"syllabi": 7, "subjects": 9})
     assert [(level, stage.name, calls) for level, stage, calls in tail] == [
         ("questions", "questions", 21), ("answers", "answers", 21)]
+    # The quality level's judge scores its sample of the answers.
+    judged = fanout_glan(("answers", "glan_quality"), DEMO, {"questions": 21}, judge_sample=0.25)
+    assert [(level, stage.name, calls) for level, stage, calls in judged] == [
+        ("answers", "answers", 21), ("glan_quality", "judge", 6)]
     assert fanout_uit(("instructions_raw", "uit_candidates"), tasks=4, candidates_per_task=3)[0][2] == 12
     assert fanout_uit(("instructions_unified",), tasks=4, candidates_per_task=3) == []
     assert [c for _, _, c in fanout_dynosaur(("dataset_metadata", "dynosaur_tasks"))] == [1]

@@ -35,7 +35,8 @@ from glan_assets.training.schemas import ContaminationRow, RemovedPairRow
 from glan_assets.training.training_set import training_set
 from resources.storage import DuckDBStore
 from tests.test_training import fill_two_disciplines, materialize, metadata_of, tiny_training
-from tests.training_rows import teaching_pairs, write_answered_questions
+from glan_assets.quality.settings import QualitySettings
+from tests.training_rows import materialize_training, teaching_pairs, write_answered_questions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -229,7 +230,7 @@ def test_a_planted_benchmark_question_leaves_the_training_set_and_the_evaluation
     planted = f"{question['question']} " + " ".join(question["choices"])
     write_answered_questions(store, "Physics", teaching_pairs("Physics") + [(f"Quiz: {planted}", "The answer is B.")])
 
-    dg.materialize([training_set], instance=dg.DagsterInstance.ephemeral(), resources={"store": store, "training": training})
+    materialize_training([training_set], store, training, dg.DagsterInstance.ephemeral())
 
     (removed,) = store.read(RemovedPairRow)
     assert removed.reason == "contaminated"
@@ -317,12 +318,14 @@ def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
     write_answered_questions(store, "Physics", teaching_pairs("Physics"))
     training = TrainingSettings(checkpoints=str(tmp_path / "checkpoints"), benchmarks=[str(bench)])
     instance = dg.DagsterInstance.ephemeral()
-    dg.materialize([training_set], instance=instance, resources={"store": store, "training": training})
+    quality = QualitySettings(judge_sample=0.0)
+    materialize_training([training_set], store, training, instance, quality)
     sources = [level(name) for name in LEVEL.deps]
 
     def reason() -> str | None:
         history = History.read(instance, ["training_set", *LEVEL.deps])
-        return training_set_reason(instance, LEVEL, sources, history, {"store": store, "training": training})
+        resources = {"store": store, "training": training, "quality": quality}
+        return training_set_reason(instance, LEVEL, sources, history, resources)
 
     assert reason() is None
     with bench.open("a") as f:

@@ -272,7 +272,7 @@ def test_a_huge_taxonomy_plans_in_seconds(project):
     out = glan(project, "build", "--dry-run", timeout=120)
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count(".. answers (new)") == 20
+    assert out.stdout.count(".. glan_quality (new)") == 20
     assert "build  9980 more disciplines (9980 new)" in out.stdout
     assert time.monotonic() - start < 60
 

@@ -17,11 +17,13 @@ def _set(project, monkeypatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)  # `train` resolves the settings from the environment
 
 
-def _rebuild_training_set(project, fake_llm, expect: str = CONFIG) -> None:
+def _rebuild_training_set(project, fake_llm, expect: str = CONFIG, rescored: bool = False) -> None:
     plan = plan_build(project.instance, project.resources(), until="training_set")
-    assert plan.partitions == []  # nothing generated is stale
+    # Nothing generated is stale; the caps also re-score (the quality levels score what they let through).
+    assert {(p.levels, p.reason) for p in plan.partitions} == ({(("glan_quality",), CONFIG)} if rescored else set())
     assert [(s.asset, s.reason) for s in plan.training] == [("training_set", expect)]
     calls = len(fake_llm.requests)
+    assert all(s.success for s in build(project.instance, plan.partitions, workers=1))
     assert all(r.success for _, r in train(project.instance, plan.training, None, build_id="again") if r)
     assert len(fake_llm.requests) == calls  # curated again from stored rows
     assert plan_build(project.instance, project.resources(), until="training_set").training == []
@@ -55,7 +57,7 @@ def test_each_training_input_makes_the_training_set_stale_and_is_applied(project
     assert {p.split for p in store.read(TrainingPairRow)} == {"train"}
 
     _set(project, monkeypatch, "GLAN_SOURCE_CAPS", "glan=1")
-    _rebuild_training_set(project, fake_llm)
+    _rebuild_training_set(project, fake_llm, rescored=True)
     per_subject = [p.subject_name for p in store.read(TrainingPairRow)]
     assert len(per_subject) == len(set(per_subject)) < len(pairs)
 
