@@ -195,8 +195,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
     env |= {"DAGSTER_HOME": str(root / "home"), "GLAN_DB": str(root / "glan.duckdb"),
             "GLAN_EMBEDDED_STATE": str(root / "embedded")}
-    os.environ["GLAN_EMBEDDED_STATE"] = env["GLAN_EMBEDDED_STATE"]  # the server this process starts is the build's
-    server = embedded.ensure_server()
+    server = embedded.ensure_server(state_dir=root / "embedded")  # the build's server
     cpu = CPU(json.loads((Path(env["GLAN_EMBEDDED_STATE"]) / "server.json").read_text())["pid"])
     try:
         start = time.monotonic()
@@ -225,7 +224,7 @@ def main() -> None:
                               "seconds": round(took, 1), "completion_tokens": tokens, "failed": failed,
                               "tokens_per_s": round(tokens / took, 2), **cpu.stop()})
     finally:
-        embedded.stop_server()
+        embedded.stop_server(root / "embedded")
     build_rate = build_tokens / build_s
     best = max(plain, key=lambda p: p["tokens_per_s"])
     best_ordered = max((p for p in plain if p["order"] == "dependencies"), key=lambda p: p["tokens_per_s"])

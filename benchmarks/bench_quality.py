@@ -208,10 +208,10 @@ def stub_judge(pairs: list[calibration.LabelledPair], cache: Path) -> dict:
 def embedded_judge(pairs: list[calibration.LabelledPair], root: Path) -> dict:
     from resources import embedded
 
-    os.environ["GLAN_EMBEDDED_STATE"] = str(root / "embedded")  # a server of its own, stopped at the end
-    llm = LLMResource(base_url="", cache_path=str(root / "embedded_cache.sqlite"))
+    # A server of its own, stopped at the end.
+    llm = LLMResource(base_url="", cache_path=str(root / "embedded_cache.sqlite"), embedded_state=str(root / "embedded"))
     try:
-        embedded.ensure_server(llm.default_model)  # started before the clock: its start is not the judge's
+        embedded.ensure_server(llm.default_model, root / "embedded")  # started before the clock: its start is not the judge's
         return {"model": llm.default_model, **judge(llm, pairs)}
     finally:
         embedded.stop_server(root / "embedded")

@@ -7,7 +7,6 @@ would, and the build reports each level as its run writes it there. The plan is 
 one the taxonomy sensor follows (`glan_assets.plan`).
 """
 
-import os
 import threading
 import time
 import uuid
@@ -38,7 +37,7 @@ from glan_assets.plan import (
 )
 from glan_assets.registry import LEVELS, METHODS, level
 from glan_assets.sensors import partition_changes
-from glan_assets.settings import resources_from_env
+from glan_assets.settings import Settings, resources_from_env, set_process_environment
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
 from resources.budget import BUILD_TAG  # the same id on every run of one `build`
@@ -352,20 +351,22 @@ def watching(
 
 
 def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict) -> PartitionSummary:
-    # A fork server's worker has the environment the server started with, not the caller's now.
-    os.environ.clear()
-    os.environ.update(env)
+    # A fork server's worker has the environment the server started with, not the caller's now;
+    # Dagster (the API key's EnvVar) and the libraries a run loads read this process's own.
+    set_process_environment(Settings.from_env(env))
     return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose)
 
 
-def _run_in_own_process(instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
+def _run_in_own_process(
+    instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool, env: Mapping[str, str]
+) -> PartitionSummary:
     """One run in a process of its own, so a run whose process is killed fails alone."""
     start = time.monotonic()
     # DuckDB imports pandas at a process's first query with parameters (to check their types):
     # imported once in the fork server, not in each of a build's workers at once.
     with worker_pool(1, preload=[__name__, "pandas"]) as pool:
         try:
-            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(os.environ)).result()
+            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(env)).result()
         except BrokenProcessPool:
             return PartitionSummary(plan.key, False, time.monotonic() - start, "",
                                     error="the run's process died (killed?); `glan build` again resumes it")
@@ -389,7 +390,8 @@ def build(
             finished = (run_partition(instance, p, build_id=build_id, verbose=verbose) for p in plans)
         else:
             pool = stack.enter_context(ThreadPoolExecutor(workers))
-            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose) for p in plans]
+            env = Settings.from_env().process_environment()  # once, for every worker
+            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env) for p in plans]
             finished = (future.result() for future in as_completed(futures))
         for summary in finished:
             watch.poll()  # the run's last levels before its summary

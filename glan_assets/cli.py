@@ -40,7 +40,7 @@ from glan_assets.orphans import fail_orphaned_runs
 from glan_assets.quality.stored import read_rows, summary, worst
 from glan_assets.registry import LEVELS, METHODS, level, stages
 from glan_assets.rows import RejectRow
-from glan_assets.settings import SettingsError, resources_from_env
+from glan_assets.settings import Settings, SettingsError, set_process_environment
 from glan_assets.training.release import export_dataset
 from resources.budget import spend_line
 from resources.llm import EndpointUnreachable
@@ -58,18 +58,24 @@ def _message(exc: Exception) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
+def _settings() -> Settings:
+    """The settings this command resolved from the environment when it started (`main`)."""
+    return click.get_current_context().find_root().obj
+
+
 def _resources() -> dict:
     try:
-        return resources_from_env()
+        return _settings().resources()
     except SettingsError as exc:
         _fail(str(exc), 2)
 
 
+def _home() -> Path:
+    return _settings().machine.dagster_home
+
+
 def _instance() -> dg.DagsterInstance:
-    if not os.environ.get("DAGSTER_HOME"):
-        # Without it Dagster keeps runs and partitions in a temp dir that vanishes on exit.
-        os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
-    home = Path(os.environ["DAGSTER_HOME"])
+    home = _home()  # set_process_environment exported it: Dagster reads DAGSTER_HOME itself
     # One process at a time sets up a home: two at once on a new home raced its schema
     # migration (two alembic heads) and left it unusable.
     with file_lock(home / ".glan.lock"):
@@ -119,6 +125,12 @@ def _store_with_data(res: dict) -> DuckDBStore:
 @click.group()
 def main() -> None:
     """Instruction-tuning data, built incrementally with Dagster and DuckDB."""
+    try:
+        settings = Settings.from_env()
+        set_process_environment(settings)
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    click.get_current_context().obj = settings
     # Dagster's preview/beta warnings are about APIs this project chose; they would drown the
     # progress lines. Its deprecation warnings stay: they announce a break.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -198,7 +210,7 @@ def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run:
     except (TaxonomyError, KeyError, ValueError) as exc:
         _fail(_message(exc))
     instance = _instance()
-    with _one_build_at_a_time(Path(os.environ["DAGSTER_HOME"])):
+    with _one_build_at_a_time(_home()):
         _build(instance, res, only, wanted, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune,
                verbose, yes)
 
@@ -224,14 +236,16 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         _fail(f"not started: the estimate, ${estimate.total('cost_usd'):.2f}, is over GLAN_BUDGET_USD="
               f"${llm.budget_usd:g}; `glan build --yes` starts it anyway and stops when the budget is spent")
     build_id = uuid.uuid4().hex
-    log_path = Path(os.environ["DAGSTER_HOME"]) / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{build_id[:8]}.log"
+    log_path = _home() / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{build_id[:8]}.log"
     embedded = not llm.base_url
     if embedded:
         from resources import embedded as server
 
         click.echo(f"no OPENAI_BASE_URL: starting the embedded model ({llm.default_model}) ...")
         try:
-            endpoint = server.ensure_server(llm.default_model)
+            endpoint = server.ensure_server(llm.default_model, Path(llm.embedded_state),
+                                            idle_timeout_s=llm.embedded_idle_timeout_s,
+                                            model_cache=Path(llm.model_cache))
         except RuntimeError as exc:
             _fail(str(exc))
         click.echo(f"  serving at {endpoint.base_url}")
@@ -288,11 +302,11 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
                     click.echo(f"[{click.style('FAIL', fg='red')}] {name}: {failure_message(result)}")
     finally:
         if embedded and not keep_server:
-            server.stop_server()
+            server.stop_server(Path(llm.embedded_state))
         click.echo(f"log:      {write_log(instance, build_id, log_path)}")
         click.echo(f"spent:    {spend_line(llm.cache_path, build_id)}")
     click.echo(f"data:     {store.location} (tables {', '.join(GENERATION)}, view lineage)")
-    click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    click.echo(f"runs:     DAGSTER_HOME={_home()}")
     click.echo(f"UI:       {_glan_command()} ui   (then open http://127.0.0.1:3000)")
     if not all(s.success for s in summaries) or not trained_ok:
         sys.exit(1)
@@ -518,9 +532,9 @@ def chat(recipe: str, max_new_tokens: int, prompt: str | None) -> None:
     from resources.trainer import chat as reply
     from resources.trainer import load_for_chat
 
-    directory = _resources()["training"].checkpoint_dir(recipe)
+    training = _resources()["training"]
     try:
-        model, tokenizer = load_for_chat(directory)
+        model, tokenizer = load_for_chat(training.checkpoint_dir(recipe), Path(training.model_cache))
     except FileNotFoundError as exc:
         _fail(f"{exc}; build it with `glan build --recipe {recipe}`")
     prompts = [prompt] if prompt else (line.strip() for line in sys.stdin if line.strip())
@@ -548,7 +562,7 @@ def ui(host: str, port: int) -> None:
     _instance()  # the home `glan build` uses, set up if new
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     dagster = Path(sys.executable).parent / "dagster"
-    click.echo(f"runs:     DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    click.echo(f"runs:     DAGSTER_HOME={_home()}")
     click.echo(f"UI:       http://{host}:{port}", nl=True)
     sys.stdout.flush()
     os.execv(dagster, [str(dagster), "dev", "-h", host, "-p", str(port), "-w", str(workspace)])
@@ -595,11 +609,14 @@ def server_cmd(action: str) -> None:
     """Start or stop the embedded model server (it also stops itself when idle)."""
     from resources import embedded
 
+    machine = _settings().machine
     if action == "stop":
-        embedded.stop_server()
+        embedded.stop_server(machine.embedded_state)
         click.echo("embedded server stopped")
     else:
-        endpoint = embedded.ensure_server(_resources()["llm"].default_model)
+        endpoint = embedded.ensure_server(_resources()["llm"].default_model, machine.embedded_state,
+                                          idle_timeout_s=machine.embedded_idle_timeout_s,
+                                          model_cache=machine.model_cache)
         click.echo(f"serving {endpoint.model} at {endpoint.base_url}")
 
 

@@ -9,14 +9,16 @@ from glan_assets.glan.definitions import defs as glan_defs
 from glan_assets.orphans import orphaned_runs_sensor
 from glan_assets.plan import with_input_versions
 from glan_assets.registry import LEVELS
-from glan_assets.settings import resources_from_env
+from glan_assets.settings import Settings, set_process_environment
 from glan_assets.training.definitions import defs as training_defs
 from glan_assets.uit.definitions import defs as uit_defs
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    resources = resources_from_env()
+    settings = Settings.from_env()
+    set_process_environment(settings)  # before a run's step imports torch
+    resources = settings.resources()
     merged = dg.Definitions.merge(glan_defs, training_defs, uit_defs, dynosaur_defs)
     return dg.Definitions(
         # A level's code version carries its settings and input files, so the UI's stale markers

@@ -4,17 +4,22 @@
 is small enough to build on the embedded model in minutes. A field of a settings resource is
 set with `GLAN_<FIELD>` (for example `GLAN_QUESTIONS_PER_SYLLABUS=20`), a stage's model and
 sampling with `GLAN_<STAGE>_MODEL|TEMPERATURE|TOP_P|PRICE`. An unknown `GLAN_*` variable or
-profile is an error here, before anything runs. Nothing else reads the environment.
+profile is an error here, before anything runs. Nothing else reads the environment: the rest
+of glan gets its values by argument, and `set_process_environment` is the one place that
+writes it (for Dagster, the libraries glan loads and child processes).
 """
 
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 import dagster as dg
+from pydantic import BaseModel
 
 from glan_assets.checks import CheckThresholds
 from glan_assets.dynosaur.resources import DynosaurSettings
@@ -24,8 +29,11 @@ from glan_assets.registry import LEVELS, stages
 from glan_assets.training.resources import EvalSettings, TrainingSettings
 from glan_assets.uit.resources import UITSettings
 from resources import redact
+from resources.embedded import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_STATE_DIR
 from resources.llm import LLMResource, Sampling
+from resources.local_models import DEFAULT_MODEL_CACHE
 from resources.storage import DuckDBStore
+from resources.versioning import Unversioned
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ PROFILES = {
     ),
 }
 
-# Read by name here; the embedded server's variables are read where the server starts.
+# Read by name here.
 PLAIN_VARIABLES = {
     "GLAN_PROFILE", "GLAN_TAXONOMY", "GLAN_DB", "GLAN_CACHE", "GLAN_MODEL", "GLAN_PRICE",
     "GLAN_MAX_TOKENS", "GLAN_MAX_TEMPERATURE", "GLAN_MAX_CONCURRENCY", "GLAN_PARSE_ATTEMPTS", "GLAN_MAX_PROMPT_CHARS",
@@ -103,6 +111,16 @@ SECRET_URLS = ("DAGSTER_CELERY_BROKER", "DAGSTER_CELERY_BACKEND", "OPENAI_BASE_U
 
 class SettingsError(ValueError):
     """The environment names an unknown profile or variable, or a value of the wrong type."""
+
+
+class Machine(BaseModel):
+    """Where this machine keeps what glan makes besides its tables, and how long the embedded
+    server idles: none of it changes a row."""
+
+    model_cache: Annotated[Path, Unversioned("where converted models are kept, not which")]
+    embedded_state: Annotated[Path, Unversioned("the embedded server's state files")]
+    embedded_idle_timeout_s: Annotated[float, Unversioned("when an idle server stops")]
+    dagster_home: Annotated[Path, Unversioned("where Dagster records runs")]
 
 
 def _fields_from_env(
@@ -148,6 +166,29 @@ class Settings:
         settings = cls(env, PROFILES[name])
         redact.register(*settings.secrets())
         return settings
+
+    @cached_property
+    def machine(self) -> Machine:
+        """`GLAN_MODEL_CACHE`, `GLAN_EMBEDDED_STATE`, `GLAN_EMBEDDED_IDLE_TIMEOUT` and `DAGSTER_HOME`."""
+        env = self.env
+        return Machine(
+            model_cache=Path(env.get("GLAN_MODEL_CACHE") or DEFAULT_MODEL_CACHE).expanduser(),
+            embedded_state=Path(env.get("GLAN_EMBEDDED_STATE") or DEFAULT_STATE_DIR).expanduser(),
+            embedded_idle_timeout_s=self._number("GLAN_EMBEDDED_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S),
+            # Without it Dagster keeps runs and partitions in a temp dir that vanishes on exit.
+            dagster_home=Path(env.get("DAGSTER_HOME") or "dagster_home").expanduser().resolve(),
+        )
+
+    def process_environment(self) -> dict[str, str]:
+        """The environment this process and its children run with: the settings' own, plus the
+        variables that others read (`set_process_environment` applies it)."""
+        return dict(self.env) | {
+            # Dagster finds its instance by this variable; glan's commands and workers use the same.
+            "DAGSTER_HOME": str(self.machine.dagster_home),
+            # torch's OpenMP threads otherwise spin between operations: in the demo build UIT's
+            # scorer spun ~45 CPU s beside the embedded model on 2 cores. A value the user set is kept.
+            "OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE"),
+        }
 
     def secrets(self) -> list[str]:
         """The secret values the environment holds (`SECRET_VARIABLES`, `SECRET_URLS`)."""
@@ -236,6 +277,9 @@ class Settings:
             cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
             budget_usd=self._number("GLAN_BUDGET_USD", 0.0),  # unset: no budget
             stages=self.stage_sampling(),
+            embedded_state=str(self.machine.embedded_state),
+            embedded_idle_timeout_s=self.machine.embedded_idle_timeout_s,
+            model_cache=str(self.machine.model_cache),
         )
 
     def generation(self) -> GenerationSettings:
@@ -268,6 +312,7 @@ class Settings:
         values: dict[str, object] = {
             "heldout_per_discipline": self.profile.heldout_per_discipline,
             "checkpoints": env.get("GLAN_CHECKPOINTS") or str(self.db_path.parent / "checkpoints"),
+            "model_cache": str(self.machine.model_cache),
         }
         if env.get("GLAN_RECIPES"):
             values["recipes"] = env["GLAN_RECIPES"]
@@ -276,13 +321,14 @@ class Settings:
             values["benchmarks"] = [p.strip() for p in raw.split(",") if p.strip()]
         if "GLAN_SOURCE_CAPS" in env:
             values["source_caps"] = self.source_caps()
-        return TrainingSettings(**values | _fields_from_env(TrainingSettings, env, {"recipes", "checkpoints"}))
+        return TrainingSettings(**values | _fields_from_env(TrainingSettings, env, {"recipes", "checkpoints", "model_cache"}))
 
     def evaluation(self) -> EvalSettings:
         return EvalSettings(**dict(self.profile.evaluation) | _fields_from_env(EvalSettings, self.env))
 
     def uit(self) -> UITSettings:
-        values = _fields_from_env(UITSettings, self.env, {"collections_path"})
+        values = _fields_from_env(UITSettings, self.env, {"collections_path", "model_cache"})
+        values["model_cache"] = str(self.machine.model_cache)
         if "GLAN_COLLECTIONS" in self.env:
             values["collections_path"] = self.env["GLAN_COLLECTIONS"]
         return UITSettings(**values)
@@ -294,8 +340,8 @@ class Settings:
         return DynosaurSettings(**values)
 
     def quality(self) -> QualitySettings:
-        values = {"judge_sample": self.profile.judge_sample}
-        values |= _fields_from_env(QualitySettings, self.env, {"judge_api_key"})
+        values = {"judge_sample": self.profile.judge_sample, "model_cache": str(self.machine.model_cache)}
+        values |= _fields_from_env(QualitySettings, self.env, {"judge_api_key", "model_cache"})
         if self.env.get("GLAN_JUDGE_API_KEY"):  # an EnvVar: the key stays out of the run config
             values["judge_api_key"] = dg.EnvVar("GLAN_JUDGE_API_KEY")
         return QualitySettings(**values)
@@ -314,6 +360,16 @@ class Settings:
                 **{"rates_warn": self.profile.rates_warn} | _fields_from_env(CheckThresholds, self.env)
             ),
         }
+
+
+def set_process_environment(settings: Settings) -> None:
+    """The one place glan writes the environment: this process's becomes `settings`'s
+    (`Settings.process_environment`), because Dagster, torch and child processes read it there;
+    a fork server's worker, started with an earlier environment, takes its caller's this way."""
+    wanted = settings.process_environment()
+    for var in set(os.environ) - set(wanted):
+        del os.environ[var]
+    os.environ.update(wanted)
 
 
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:

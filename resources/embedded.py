@@ -4,7 +4,8 @@ When no OPENAI_BASE_URL is configured, glan runs offline on a packaged model ser
 `transformers serve --continuous-batching` on 127.0.0.1. `ensure_server()` starts it once (a file
 lock makes concurrent callers wait for the first) and every later caller reuses it through a state
 file. The server runs under a watchdog (`python -m resources.embedded serve ...`) that stops it
-after `GLAN_EMBEDDED_IDLE_TIMEOUT` seconds without use; `touch()` and served requests count as use.
+after `idle_timeout_s` seconds without use; `touch()` and served requests count as use. The state
+folder, the idle timeout and the model cache come from the settings (`glan_assets.settings`).
 Inside the server, `resources.serving_patches` makes sampling and `response_format` per request.
 """
 
@@ -24,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resources.local_models import local_model_dir
+from resources.local_models import DEFAULT_MODEL_CACHE, local_model_dir
 from resources.locks import file_lock
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_IDLE_TIMEOUT_S = 900.0
+DEFAULT_STATE_DIR = Path.home() / ".cache" / "glan" / "embedded"
 _STATE = "server.json"
 _LOCK = "server.lock"
 _USED = "last_used"
@@ -53,18 +55,12 @@ class EmbeddedEndpoint:
     model: str  # the `model` to send: the server is pinned to it and refuses any other
 
 
-def state_dir_default() -> Path:
-    env = os.environ.get("GLAN_EMBEDDED_STATE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "glan" / "embedded"
+def _dir(state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir
 
 
-def _dir(state_dir: Path | None) -> Path:
-    path = state_dir or state_dir_default()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def touch(state_dir: Path | None = None) -> None:
+def touch(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     """Mark the server as in use, postponing its idle shutdown."""
     (_dir(state_dir) / _USED).touch()  # sets the mtime to now when it exists
 
@@ -151,7 +147,7 @@ def _stop_locked(state_dir: Path) -> None:
     (state_dir / _STATE).unlink(missing_ok=True)
 
 
-def stop_server(state_dir: Path | None = None) -> None:
+def stop_server(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     """Stop the shared server, if one runs. Idempotent."""
     sd = _dir(state_dir)
     with file_lock(sd / _LOCK):
@@ -160,12 +156,16 @@ def stop_server(state_dir: Path | None = None) -> None:
 
 def ensure_server(
     model: str = DEFAULT_MODEL,
-    state_dir: Path | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
     startup_timeout_s: float = 300,
+    *,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    model_cache: Path = DEFAULT_MODEL_CACHE,
 ) -> EmbeddedEndpoint:
-    """The running shared server for `model`, started (once, whoever asks first) if none is."""
+    """The running shared server for `model`, started (once, whoever asks first) if none is; a
+    server it starts stops itself after `idle_timeout_s` unused."""
     sd = _dir(state_dir)
-    served = str(local_model_dir(model).resolve())
+    served = str(local_model_dir(model, model_cache).resolve())
     if "@" in served:  # transformers serve splits model ids at "@" into a revision
         raise ValueError(f"the model path {served} must not contain '@'")
     touch(sd)
@@ -175,7 +175,7 @@ def ensure_server(
             if state.get("model") == served and _alive(state):
                 return EmbeddedEndpoint(state["base_url"], served)
             _stop_locked(sd)  # dead, hung, or serving another model
-        state = _start(sd, served, startup_timeout_s)
+        state = _start(sd, served, startup_timeout_s, idle_timeout_s)
         _write_state(sd, state)
     touch(sd)
     return EmbeddedEndpoint(state["base_url"], served)
@@ -188,34 +188,29 @@ def _alive(state: dict[str, Any]) -> bool:
     return any(_healthy(state["root_url"], timeout_s=10) for _ in range(3))
 
 
-def _server_env(state_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        # An empty hub cache: /v1/models scans it, and answers 500 when it does not exist.
-        HF_HUB_CACHE=str(state_dir / "hf-hub"),
-        TOKENIZERS_PARALLELISM="false",
-        # The watchdog runs `-m resources.embedded` from the state dir, wherever glan is installed.
-        PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).resolve().parent.parent), *filter(None, [env.get("PYTHONPATH")])]
-        ),
-    )
-    # Measured on 2 cores shared with other processes: spinning OpenMP threads cut 2-thread
-    # throughput to 1/4 of 1 thread's; passive waiting brings it back to par, and a quiet machine
-    # still gets both cores.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def _server_variables(state_dir: Path) -> list[str]:
+    """What the server's processes need on top of the environment they inherit (the settings set
+    the process-wide ones, `OMP_WAIT_POLICY` among them), as `env` assignments: the child
+    inherits this process's environment and no copy of it is made here."""
     (state_dir / "hf-hub").mkdir(exist_ok=True)
-    return env
+    return [
+        "HF_HUB_OFFLINE=1",
+        "TRANSFORMERS_OFFLINE=1",
+        # An empty hub cache: /v1/models scans it, and answers 500 when it does not exist.
+        f"HF_HUB_CACHE={state_dir / 'hf-hub'}",
+        "TOKENIZERS_PARALLELISM=false",
+        # The watchdog runs `-m resources.embedded` from the state dir: this checkout's, whichever
+        # glan is installed. The server imports nothing else outside the interpreter's packages.
+        f"PYTHONPATH={Path(__file__).resolve().parent.parent}",
+    ]
 
 
-def _start(state_dir: Path, served: str, startup_timeout_s: float) -> dict[str, Any]:
+def _start(state_dir: Path, served: str, startup_timeout_s: float, idle_timeout_s: float) -> dict[str, Any]:
     port = _free_port()
     root_url = f"http://{_HOST}:{port}"
-    idle = float(os.environ.get("GLAN_EMBEDDED_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S))
     cmd = [
-        sys.executable, "-m", "resources.embedded", "serve",
-        "--model", served, "--port", str(port), "--state-dir", str(state_dir), "--idle-timeout", str(idle),
+        "/usr/bin/env", *_server_variables(state_dir), sys.executable, "-m", "resources.embedded", "serve",
+        "--model", served, "--port", str(port), "--state-dir", str(state_dir), "--idle-timeout", str(idle_timeout_s),
     ]  # fmt: skip
     started = time.monotonic()
     with open(state_dir / _LOG, "wb") as log:
@@ -225,7 +220,6 @@ def _start(state_dir: Path, served: str, startup_timeout_s: float) -> dict[str, 
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=state_dir,
-            env=_server_env(state_dir),
             start_new_session=True,  # its own process group: stop_server kills watchdog and server together
         )
     _children[proc.pid] = proc
@@ -363,11 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--state-dir", type=Path, required=True)
     serve.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S)
-    sub.add_parser("stop", help="stop the shared embedded server")
+    stop = sub.add_parser("stop", help="stop the shared embedded server")
+    stop.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _watchdog(args.model, args.port, args.state_dir, args.idle_timeout)
-    stop_server()
+    stop_server(args.state_dir)
     return 0
 
 

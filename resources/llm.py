@@ -38,8 +38,10 @@ from typing import ClassVar
 
 import dagster as dg
 
+from resources import embedded
 from resources.budget import BUILD_TAG, BudgetExhausted, Spend, SpendLedger
 from resources.cache import ResponseCache, cache_key
+from resources.local_models import DEFAULT_MODEL_CACHE
 from resources.redact import redact, register
 
 
@@ -141,6 +143,11 @@ class LLMResource(dg.ConfigurableResource):
     budget_usd: float = 0.0
     # Per stage name: its model and sampling, resolved from the stages' defaults by the settings.
     stages: dict[str, Sampling] = {}
+    # The embedded server's, when base_url is empty: GLAN_EMBEDDED_STATE, GLAN_EMBEDDED_IDLE_TIMEOUT,
+    # GLAN_MODEL_CACHE (the settings resolve them; these defaults are theirs when unset).
+    embedded_state: str = str(embedded.DEFAULT_STATE_DIR)
+    embedded_idle_timeout_s: float = embedded.DEFAULT_IDLE_TIMEOUT_S
+    model_cache: str = str(DEFAULT_MODEL_CACHE)
 
     def sampling(self, stage: str, default: Sampling) -> Sampling:
         return self.stages.get(stage, default)
@@ -199,9 +206,13 @@ class LLMSession:
     async def _connect(self) -> aiohttp.ClientSession:
         base_url = self.llm.base_url
         if not base_url:
-            from resources import embedded  # the embedded server is only needed offline
-
-            endpoint = await _in_daemon_thread(embedded.ensure_server, self.llm.default_model)
+            llm = self.llm
+            endpoint = await _in_daemon_thread(
+                lambda: embedded.ensure_server(
+                    llm.default_model, Path(llm.embedded_state), idle_timeout_s=llm.embedded_idle_timeout_s,
+                    model_cache=Path(llm.model_cache),
+                )
+            )
             base_url, self._served_model = endpoint.base_url, endpoint.model
         base_url = base_url.rstrip("/")
         client = aiohttp.ClientSession(

@@ -2,7 +2,7 @@
 
 `gguf_file(name)` finds (or assembles) a packaged GGUF file; `local_model_dir(name)` returns a
 directory that `from_pretrained` and `transformers serve` load directly, converting the GGUF once
-per machine into `model_cache_root()`.
+per machine into the model cache (`cache_root`, from the settings' `GLAN_MODEL_CACHE`).
 
 Artifacts name a packaged model by its Hugging Face hub id (`hub_id`), so they load anywhere;
 `resolve_model` maps that id back to the local copy on this machine.
@@ -88,10 +88,8 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 
-def model_cache_root() -> Path:
-    """Where converted models live: $GLAN_MODEL_CACHE, else ~/.cache/glan/models."""
-    env = os.environ.get("GLAN_MODEL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "glan" / "models"
+# Where converted models live unless the settings say otherwise (`GLAN_MODEL_CACHE`).
+DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "glan" / "models"
 
 
 def _packaged(name: str) -> PackagedModel:
@@ -115,11 +113,11 @@ def hub_id(name: str) -> str:
     return PACKAGED_MODELS[key].hub_id if key else name
 
 
-def resolve_model(name: str) -> str:
+def resolve_model(name: str, cache_root: Path = DEFAULT_MODEL_CACHE) -> str:
     """What `from_pretrained` loads for `name`: a packaged model (by its name or its hub id) as
-    its converted local copy; a local directory or another hub id unchanged."""
+    its converted local copy under `cache_root`; a local directory or another hub id unchanged."""
     key = packaged_name(name)
-    return str(local_model_dir(key)) if key else name
+    return str(local_model_dir(key, cache_root)) if key else name
 
 
 @contextmanager
@@ -137,10 +135,9 @@ def one_bar_per_step() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def gguf_file(name: str, cache_root: Path | None = None) -> Path:
+def gguf_file(name: str, cache_root: Path = DEFAULT_MODEL_CACHE) -> Path:
     """The packaged GGUF file of `name` (Gemma's is assembled from its chunks on first use)."""
-    root = cache_root or model_cache_root()
-    path = _packaged(name).locate(root / "gguf")
+    path = _packaged(name).locate(cache_root / "gguf")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall {_packaged(name).package}")
     return path
@@ -150,7 +147,7 @@ def _is_converted(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def local_model_dir(name: str, cache_root: Path | None = None) -> Path:
+def local_model_dir(name: str, cache_root: Path = DEFAULT_MODEL_CACHE) -> Path:
     """A directory of safetensors + tokenizer for `name`, converted from the packaged GGUF once.
 
     An existing directory passed as `name` (the user's own weights) is returned unchanged.
@@ -158,7 +155,7 @@ def local_model_dir(name: str, cache_root: Path | None = None) -> Path:
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
     model = _packaged(name)
-    root = cache_root or model_cache_root()
+    root = Path(cache_root)
     target = root / name
     if _is_converted(target):
         return target

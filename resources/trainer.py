@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from resources.local_models import hub_id, one_bar_per_step, resolve_model
+from resources.local_models import DEFAULT_MODEL_CACHE, hub_id, one_bar_per_step, resolve_model
 
 if TYPE_CHECKING:
     import torch
@@ -114,13 +114,15 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(name: str, dtype: str = "float32") -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """The model and tokenizer `name` resolves to (a packaged model's local copy, by its name
-    or hub id; a directory; a hub id)."""
+def load_base(
+    name: str, dtype: str = "float32", cache_root: Path = DEFAULT_MODEL_CACHE
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """The model and tokenizer `name` resolves to (a packaged model's local copy under
+    `cache_root`, by its name or hub id; a directory; a hub id)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(name)
+    path = resolve_model(name, cache_root)
     with one_bar_per_step():
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device())
@@ -348,13 +350,14 @@ def fine_tune(
     test_pairs: Sequence[Pair],
     out_dir: str | Path,
     on_step: Callable[[TrainingStep], None] | None = None,
+    cache_root: Path = DEFAULT_MODEL_CACHE,
 ) -> TrainingRun:
     """Held-out loss of the base model, LoRA training, held-out loss of the tuned model;
     saves the checkpoint into `out_dir` (see `save_checkpoint`).
 
     On a terminal each of the three shows one progress bar.
     """
-    model, tokenizer = load_base(hparams.base_model, hparams.dtype)
+    model, tokenizer = load_base(hparams.base_model, hparams.dtype, cache_root)
     examples, dropped = encode(tokenizer, train_pairs, hparams.max_length)
     if not examples:
         raise ValueError(f"no training examples: {len(train_pairs)} train pairs, {dropped} truncated away")
@@ -406,9 +409,12 @@ def save_checkpoint(
     (out / RECIPE_FILE).write_text(hparams.model_dump_json(indent=2))
 
 
-def load_for_chat(checkpoint_dir: str | Path) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+def load_for_chat(
+    checkpoint_dir: str | Path, cache_root: Path = DEFAULT_MODEL_CACHE
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """The base model the adapter names, loaded from this machine's copy of it (a packaged
-    model's hub id resolves to its converted local copy), with the checkpoint's adapter."""
+    model's hub id resolves to its converted local copy under `cache_root`), with the
+    checkpoint's adapter."""
     from peft import PeftConfig, PeftModel
     from transformers import AutoTokenizer
 
@@ -419,7 +425,7 @@ def load_for_chat(checkpoint_dir: str | Path) -> tuple["PreTrainedModel", "PreTr
     # The dtype it was trained in; the file may hold more than the hyperparameters (a recipe's name).
     recorded = json.loads((checkpoint / RECIPE_FILE).read_text())
     hparams = Hyperparameters.model_validate({k: v for k, v in recorded.items() if k in Hyperparameters.model_fields})
-    base, _ = load_base(base_name, hparams.dtype)
+    base, _ = load_base(base_name, hparams.dtype, cache_root)
     model = PeftModel.from_pretrained(base, checkpoint)
     model.eval()
     return model, AutoTokenizer.from_pretrained(checkpoint)

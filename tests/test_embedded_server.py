@@ -372,10 +372,9 @@ def test_concurrent_processes_share_one_server(state_dir: Path) -> None:
 
 
 @pytest.mark.embedded
-def test_idle_server_stops_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GLAN_EMBEDDED_IDLE_TIMEOUT", "3")
+def test_idle_server_stops_itself(tmp_path: Path) -> None:
     try:
-        embedded.ensure_server(state_dir=tmp_path)
+        embedded.ensure_server(state_dir=tmp_path, idle_timeout_s=3)
         root_url = embedded._read_state(tmp_path)["root_url"]
         # Watch the processes, not the port: every request the server logs counts as use.
         deadline = time.monotonic() + 60

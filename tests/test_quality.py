@@ -339,9 +339,9 @@ def test_a_judge_endpoint_of_its_own_takes_the_judges_requests(fake_judge_llm, t
 def test_the_embedded_model_judges_over_http_with_constrained_output(tmp_path, monkeypatch):
     from resources import embedded
 
-    monkeypatch.setenv("GLAN_EMBEDDED_STATE", str(tmp_path / "embedded"))  # not the user's shared server
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    llm = LLMResource(base_url="", cache_path=str(tmp_path / "cache.sqlite"))
+    # A server of its own, not the user's shared one.
+    llm = LLMResource(base_url="", cache_path=str(tmp_path / "cache.sqlite"), embedded_state=str(tmp_path / "embedded"))
     try:
         batch = stages.run(llm, JUDGE_STAGE, [judge_request(f"pair_{i}", q, a) for i, (q, a) in
                                               enumerate([MATCHED, ANSWER, ("Describe a volcano.", "")])])

@@ -13,6 +13,7 @@ training set, so a changed threshold re-selects from these rows without a call.
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
@@ -128,7 +129,7 @@ def quality_level(method: Method) -> Quality:
         context_of = contexts(store, key)
         flags = [check(p["instruction"], p["response"], context_of(p["source_id"]), quality) for p in pairs]
         start = time.monotonic()
-        scorer = load_scorer(resolve_model(quality.scorer_model))
+        scorer = load_scorer(resolve_model(quality.scorer_model, Path(quality.model_cache)))
         ifds = ifd_scores(lambda ps: scorer.score_with_and_without(ps, quality.scorer_batch_size),
                           [(p["instruction"], p["response"]) for p in pairs])
         scoring_seconds = time.monotonic() - start

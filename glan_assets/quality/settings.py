@@ -9,6 +9,7 @@ from typing import Annotated
 
 import dagster as dg
 
+from resources.local_models import DEFAULT_MODEL_CACHE
 from resources.versioning import ReadBy, Unversioned
 
 # Who reads what: the rules, the judge and the scorer are the quality levels'; the
@@ -78,3 +79,5 @@ class QualitySettings(dg.ConfigurableResource):
     # --- the IFD scorer (resources.scorer) ---
     scorer_model: Annotated[str, SCORED] = "smollm2-135m-instruct"  # a packaged model's name, or a causal LM's directory
     scorer_batch_size: Annotated[int, Unversioned("batching does not change the scores")] = 8
+    # GLAN_MODEL_CACHE: where the packaged models' converted copies are kept.
+    model_cache: Annotated[str, Unversioned("where converted models are kept, not which")] = str(DEFAULT_MODEL_CACHE)

@@ -176,7 +176,8 @@ def model_checkpoint(
         if step.step % max(1, step.total_steps // 50) == 0 or step.step == step.total_steps:
             context.log.info(str(step))
 
-    run = fine_tune(recipe, as_pairs(train), as_pairs(test), staging, on_step=log_step)
+    run = fine_tune(recipe, as_pairs(train), as_pairs(test), staging, on_step=log_step,
+                    cache_root=Path(training.model_cache))
     (staging / "training_data_version.txt").write_text(version + "\n")
     png = loss_curve_png(run.steps)
     (staging / LOSS_CURVE).write_bytes(png)

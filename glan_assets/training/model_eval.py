@@ -71,9 +71,9 @@ class Evaluator:
     the base as training loads it, or base + adapter as `glan chat` does, the adapter merged
     into the base's weights (the same model, without LoRA's extra matrix products per layer)."""
 
-    def __init__(self, evaluation: EvalSettings, include_path: Path, base: str, dtype: str,
+    def __init__(self, evaluation: EvalSettings, include_path: Path, base: str, dtype: str, model_cache: Path,
                  checkpoint: Path | None = None, recipe: str = ""):
-        self.evaluation, self.include_path = evaluation, include_path
+        self.evaluation, self.include_path, self.model_cache = evaluation, include_path, model_cache
         self.base, self.dtype, self.checkpoint, self.recipe = base, dtype, checkpoint, recipe
         self._lm = None
 
@@ -84,10 +84,10 @@ class Evaluator:
             from resources.trainer import load_base, load_for_chat
 
             if self.checkpoint is None:
-                model, tokenizer = load_base(self.base, self.dtype)
+                model, tokenizer = load_base(self.base, self.dtype, self.model_cache)
             else:
                 try:
-                    model, tokenizer = load_for_chat(self.checkpoint)
+                    model, tokenizer = load_for_chat(self.checkpoint, self.model_cache)
                 except Exception as exc:  # a corrupt or mismatched adapter: nothing can be scored
                     lines = str(exc).strip().splitlines() or [""]
                     raise dg.Failure(f"recipe {self.recipe}: the adapter in {self.checkpoint} does not load: "
@@ -147,8 +147,9 @@ def model_eval(
     ]
     with tempfile.TemporaryDirectory(prefix="glan-eval-") as tmp:
         include = write_tasks(tasks, Path(evaluation.eval_tasks), Path(tmp) / "tasks")
-        base_lm = Evaluator(evaluation, include, base_name, recipe.dtype)
-        tuned_lm = Evaluator(evaluation, include, base_name, recipe.dtype, checkpoint, recipe.name)
+        cache = Path(training.model_cache)
+        base_lm = Evaluator(evaluation, include, base_name, recipe.dtype, cache)
+        tuned_lm = Evaluator(evaluation, include, base_name, recipe.dtype, cache, checkpoint, recipe.name)
         for task in tasks:
             key = content_hash([base_name, recipe.dtype, task.version(), evaluation.version()])[:16]
             cached = base_cache / f"{task.name}-{key}.json"

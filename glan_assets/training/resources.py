@@ -7,6 +7,7 @@ from typing import Annotated
 import dagster as dg
 
 from glan_assets.training.recipes import TrainingRecipe, load_recipes
+from resources.local_models import DEFAULT_MODEL_CACHE
 from resources.versioning import InputFiles, ReadBy, Unversioned
 
 # The quality levels read only the caps (they score the pairs the training set can take).
@@ -47,6 +48,8 @@ class TrainingSettings(dg.ConfigurableResource):
         DEFAULT_RECIPES
     )
     checkpoints: Annotated[str, Unversioned("where checkpoints are written")] = "data/checkpoints"
+    # GLAN_MODEL_CACHE: where the packaged models' converted copies are kept.
+    model_cache: Annotated[str, Unversioned("where converted models are kept, not which")] = str(DEFAULT_MODEL_CACHE)
 
     def recipe_names(self) -> list[str]:
         return list(load_recipes(self.recipes))

@@ -8,6 +8,7 @@ transferred instructions only).
 """
 
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -66,7 +67,7 @@ def uit_candidates(
             r.error = f"copies the worked example ({copied!r}) instead of rewriting the task"
     by_id = {t.task_id: t for t in tasks}
     written = [r for r in batch.replies if r.ok]
-    scorer = load_scorer(resolve_model(uit.scorer_model))
+    scorer = load_scorer(resolve_model(uit.scorer_model, Path(uit.model_cache)))
     start = time.monotonic()
     scores = score_candidates(
         lambda pairs: scorer.score(pairs, uit.scorer_batch_size),

@@ -8,6 +8,7 @@ import dagster as dg
 from glan_assets.prompting import Prompt
 from glan_assets.uit.collections_file import DEFAULT_REGISTRY, Collections, load_collections
 from glan_assets.uit.prompts import TARGETS
+from resources.local_models import DEFAULT_MODEL_CACHE
 from resources.versioning import ReadBy, Unversioned
 
 
@@ -24,6 +25,8 @@ class UITSettings(dg.ConfigurableResource):
     # the paper scores a task on up to 32 of its instances
     max_scored_instances: Annotated[int, ReadBy("uit_candidates")] = 32
     scorer_batch_size: Annotated[int, Unversioned("batching does not change the scores")] = 8
+    # GLAN_MODEL_CACHE: where the packaged models' converted copies are kept.
+    model_cache: Annotated[str, Unversioned("where converted models are kept, not which")] = str(DEFAULT_MODEL_CACHE)
 
     def collections(self) -> Collections:
         return load_collections(self.collections_path)
