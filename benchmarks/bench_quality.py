@@ -42,6 +42,7 @@ from glan_assets.quality.ifd import ifd_scores  # noqa: E402
 from glan_assets.quality.judge import JUDGE_STAGE, judge_request  # noqa: E402
 from glan_assets.quality.selection import PairQuality, select  # noqa: E402
 from glan_assets.quality.settings import QualitySettings  # noqa: E402
+from glan_assets.registry import METHODS  # noqa: E402
 from glan_assets.uit.formats import Instance  # noqa: E402
 from glan_assets.uit.reading import read_collection  # noqa: E402
 from glan_assets.uit.tasks import prompt_text  # noqa: E402
@@ -227,7 +228,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    everything = calibration.load()
+    everything = calibration.load({m.name: m.worked_examples for m in METHODS})
     pairs = balanced(everything, args.pairs)
     result: dict = {"calibration_pairs": len(everything), "rules": rule_report(everything), "rules_on_duorc": duorc_flags()}
     scorer = CausalLMScorer(str(local_model_dir(QualitySettings().scorer_model)))

@@ -23,7 +23,6 @@ from glan_assets.ids import content_hash, stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.lineage import ensure_lineage_views
 from glan_assets.methods import Method
-from glan_assets.quality.contexts import CONTEXTS
 from glan_assets.quality.ifd import ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, judge_llm, judge_request
 from glan_assets.quality.rules import RULE_NAMES, check
@@ -108,8 +107,6 @@ def quality_level(method: Method) -> Quality:
         label="quality score",
         partitions_def=method.partitions,
     )
-    contexts = CONTEXTS[method.name]
-
     @level_asset(level)
     def _quality(
         context: dg.AssetExecutionContext,
@@ -119,13 +116,13 @@ def quality_level(method: Method) -> Quality:
         training: TrainingSettings,
     ) -> dg.MaterializeResult:
         key = context.partition_key
-        ensure_lineage_views(store)  # GLAN's pairs read its lineage view
+        ensure_lineage_views(store, method.levels)  # its pairs may read its lineage view
         cap = training.source_caps.get(method.name)
         pairs = store.query(f"SELECT * FROM ({capped_sql(source, cap)}) WHERE group_name = ?", [key]) if cap != 0 else []
         if not pairs:
             left_out = f" (GLAN_SOURCE_CAPS gives the training set no {method.name} pairs)" if cap == 0 else ""
             raise dg.Failure(description=f"{level.name}[{key}]: no pairs to score in {source.name}{left_out}")
-        context_of = contexts(store, key)
+        context_of = method.pair_contexts(store, key)
         flags = [check(p["instruction"], p["response"], context_of(p["source_id"]), quality) for p in pairs]
         start = time.monotonic()
         scorer = load_scorer(resolve_model(quality.scorer_model))
