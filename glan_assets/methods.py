@@ -52,6 +52,16 @@ class Method:
     # What the quality rules know of a pair besides its text; None: nothing (its source only).
     contexts: Contexts | None = None
 
+    def __post_init__(self) -> None:
+        # A level names its method and partitions too (its asset is made before the method):
+        # they must be this method's, or the build, the sensor and the UI would disagree.
+        for lv in self.levels:
+            if lv.method != self.name or lv.partitions_def is not self.partitions:
+                raise ValueError(
+                    f"method {self.name!r}: level {lv.name!r} declares method={lv.method!r} and partitions "
+                    f"{getattr(lv.partitions_def, 'name', None)!r}; its method's are {self.name!r} and {self.noun!r}"
+                )
+
     @property
     def noun(self) -> str:
         """What one partition is: "discipline", "dataset", "collection"."""
