@@ -89,7 +89,7 @@ def duorc_flags() -> dict:
     """Flags on 200 real QA pairs no one here wrote: every one is a false flag."""
     instances = [i for i in read_collection(DUORC) if isinstance(i, Instance)]
     gold = tuple((i.input, i.output) for i in instances)
-    examples = rules.example_strings(rules.worked_examples("uit"))
+    examples = rules.example_strings(next(m.worked_examples for m in METHODS if m.name == "uit"))
     counts = Counter(
         f.rule
         for i in instances
