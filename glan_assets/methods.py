@@ -47,6 +47,8 @@ class Method:
     resource_keys: frozenset[str]  # what `wanted` reads
     # The sensor deletes a partition that left the file only when this setting is true.
     prunes: Callable[[Mapping[str, dg.ConfigurableResource]], bool] = lambda res: False
+    # What its pairs are, in one line, for the model and dataset cards.
+    note: str = ""
     # Strings of the worked examples in its prompts that its outputs should never hold.
     worked_examples: tuple[str, ...] = ()
     # What the quality rules know of a pair besides its text; None: nothing (its source only).

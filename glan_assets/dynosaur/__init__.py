@@ -21,6 +21,7 @@ METHOD = Method(
     source_file=lambda res: res["dynosaur"].registry_path,
     resource_keys=frozenset({"dynosaur"}),
     prunes=lambda res: res["dynosaur"].sensor_prunes,
+    note="Dynosaur (Yin et al., 2023): instructions an LLM wrote for existing annotated datasets, over their rows",
     worked_examples=WORKED_EXAMPLES,
     contexts=dynosaur_contexts,
 )

@@ -18,7 +18,7 @@ from typing import ClassVar
 import dagster as dg
 import pydantic
 
-from glan_assets import dynosaur, glan, stages, uit
+from glan_assets import stages
 from glan_assets.ids import content_hash, stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.lineage import ensure_lineage_views
@@ -33,7 +33,7 @@ from glan_assets.rows import TableRow
 from glan_assets.stages import Batch
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import pair_id_of
-from glan_assets.training.sources import capped_sql
+from glan_assets.training.sources import GENERATION_METHODS, capped_sql
 from resources.llm import LLMResource
 from resources.local_models import resolve_model
 from resources.scorer import load_scorer
@@ -180,10 +180,10 @@ def quality_level(method: Method) -> Quality:
     return Quality(level, _quality)
 
 
-QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)}
+QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in GENERATION_METHODS}
 LEVELS = [q.level for q in QUALITY.values()]
-# Each method's quality asset under its own name here, so `load_assets_from_modules` finds them.
-glan_quality, uit_quality, dynosaur_quality = (q.asset for q in QUALITY.values())
+# Every method's quality asset in a list here, which `load_assets_from_modules` reads.
+ASSETS = [q.asset for q in QUALITY.values()]
 
 
 def with_quality(method: Method) -> Method:

@@ -32,12 +32,9 @@ UPSTREAM: dict[str, dg.PartitionsDefinition] = {
     **{level_name(lv.method): lv.partitions_def for lv in SOURCE_LEVELS},
 }
 
-# What each source is, for the model and dataset cards.
-SOURCE_NOTES = {
-    "glan": "GLAN (Li et al., 2024): homework questions and answers generated from a taxonomy of human knowledge",
-    "dynosaur": "Dynosaur (Yin et al., 2023): instructions an LLM wrote for existing annotated datasets, over their rows",
-    "uit": "UIT (Liang et al., 2023): existing instruction collections, their instructions moved to one format",
-}
+# What each source is, for the model and dataset cards; what one of its groups is, for the card.
+SOURCE_NOTES = {m.name: m.note for m in GENERATION_METHODS}
+GROUP_NOUNS = {m.name: m.noun for m in GENERATION_METHODS}
 
 REQUIRED = ("source_id", "group_name", "task_id", "instruction", "response")
 OPTIONAL = ("field_name", "subject_name", "turns")

@@ -21,6 +21,7 @@ METHOD = Method(
     wanted=lambda res: res["uit"].wanted(),
     source_file=lambda res: res["uit"].collections_path,
     resource_keys=frozenset({"uit"}),
+    note="UIT (Liang et al., 2023): existing instruction collections, their instructions moved to one format",
     worked_examples=WORKED_EXAMPLES,
     contexts=uit_contexts,
 )

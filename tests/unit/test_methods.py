@@ -28,3 +28,7 @@ def test_the_training_sets_upstream_is_the_levels_it_names():
                               "glan_quality", "uit_quality", "dynosaur_quality"]
     for name, partitions in UPSTREAM.items():
         assert level(name).partitions_def is partitions, name
+
+
+def test_every_method_says_what_its_pairs_are_for_the_cards():
+    assert all(m.note and m.noun for m in METHODS)
