@@ -8,7 +8,7 @@ import pytest
 
 from glan_assets import glan
 from glan_assets.registry import METHODS, level
-from glan_assets.training.sources import UPSTREAM
+from glan_assets.training.sources import GENERATION_METHODS, UPSTREAM
 
 
 def test_every_level_of_a_method_names_that_method_and_its_partitions():
@@ -32,3 +32,9 @@ def test_the_training_sets_upstream_is_the_levels_it_names():
 
 def test_every_method_says_what_its_pairs_are_for_the_cards():
     assert all(m.note and m.noun for m in METHODS)
+
+
+def test_the_training_sets_methods_are_the_registrys():
+    """The training package lists its generation methods itself (`glan build` reads its level
+    at import); this keeps that list and the registry's from drifting apart."""
+    assert [m.name for m in GENERATION_METHODS] == [m.name for m in METHODS]
