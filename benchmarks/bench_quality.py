@@ -42,6 +42,7 @@ from glan_assets.quality.ifd import ifd_scores  # noqa: E402
 from glan_assets.quality.judge import JUDGE_STAGE, judge_request  # noqa: E402
 from glan_assets.quality.selection import PairQuality, select  # noqa: E402
 from glan_assets.quality.settings import QualitySettings  # noqa: E402
+from glan_assets.registry import METHODS  # noqa: E402
 from glan_assets.uit.formats import Instance  # noqa: E402
 from glan_assets.uit.reading import read_collection  # noqa: E402
 from glan_assets.uit.tasks import prompt_text  # noqa: E402
@@ -88,7 +89,7 @@ def duorc_flags() -> dict:
     """Flags on 200 real QA pairs no one here wrote: every one is a false flag."""
     instances = [i for i in read_collection(DUORC) if isinstance(i, Instance)]
     gold = tuple((i.input, i.output) for i in instances)
-    examples = rules.example_strings(rules.worked_examples("uit"))
+    examples = rules.example_strings(next(m.worked_examples for m in METHODS if m.name == "uit"))
     counts = Counter(
         f.rule
         for i in instances
@@ -227,7 +228,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    everything = calibration.load()
+    everything = calibration.load({m.name: m.worked_examples for m in METHODS})
     pairs = balanced(everything, args.pairs)
     result: dict = {"calibration_pairs": len(everything), "rules": rule_report(everything), "rules_on_duorc": duorc_flags()}
     scorer = CausalLMScorer(str(local_model_dir(QualitySettings().scorer_model)))

@@ -225,7 +225,7 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
     doomed = _doomed(store, plan) if dry_run and prune else None
     for line in _describe(plan, doomed):
         click.echo(f"  {line}")
-    estimate, tags = estimate_build([(m.method.name, m.partitions) for m in plan.methods], res, workers)
+    estimate, tags = estimate_build([(m.method, m.partitions) for m in plan.methods], res, workers)
     for line in describe(estimate, llm.budget_usd):
         click.echo(f"  {line}")
     for m in plan.methods:  # each run records its estimate beside what it did
@@ -437,12 +437,14 @@ def export(fmt: str, layout: str, path: Path) -> None:
         options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"
         # The store is read-only here: the lineage view is this connection's own.
         with store.connect(memory_limit=store.export_memory_limit) as con:
-            if "lineage" not in temporary_lineage_views(con, LEVELS):
+            # The pairs are the lineage view of the first level that declares one (GLAN's answers).
+            leaf = next(lv for lv in LEVELS if lv.lineage_view)
+            if leaf.lineage_view not in temporary_lineage_views(con, LEVELS):
                 _fail(f"no pairs in {store.location} yet: run `glan build`")
-            n = con.execute("SELECT count(*) FROM lineage").fetchone()[0]
+            n = con.execute(f"SELECT count(*) FROM {leaf.lineage_view}").fetchone()[0]
             path.parent.mkdir(parents=True, exist_ok=True)
             target = str(path).replace("'", "''")
-            con.execute(f"COPY (SELECT * FROM lineage ORDER BY answer_id) TO '{target}' ({options})")
+            con.execute(f"COPY (SELECT * FROM {leaf.lineage_view} ORDER BY {leaf.row_type.id_column}) TO '{target}' ({options})")
     except (ValueError, StoreUnavailable) as exc:
         _fail(str(exc))
     except (OSError, duckdb.IOException) as exc:

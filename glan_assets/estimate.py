@@ -27,9 +27,9 @@ from pathlib import Path
 
 from glan_assets.dynosaur import tasks as dynosaur_tasks
 from glan_assets.glan import answers, questions, sessions, subjects, syllabi
+from glan_assets.methods import Method
 from glan_assets.plan import CODE, PartitionPlan
 from glan_assets.quality.judge import JUDGE_STAGE
-from glan_assets.registry import level as level_of
 from glan_assets.stages import Stage
 from glan_assets.uit import candidates
 from glan_assets.uit.formats import Bad
@@ -232,12 +232,14 @@ def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, 
 
 
 def estimate_build(
-    methods: Sequence[tuple[str, Sequence[PartitionPlan]]], resources: Mapping, runs_at_once: int
+    plans_of: Sequence[tuple[Method, Sequence[PartitionPlan]]], resources: Mapping, runs_at_once: int
 ) -> tuple[Estimate, dict[tuple[str, str], str]]:
-    """The whole plan's estimate (methods: (method name, its partitions' plans)), and per
+    """The whole plan's estimate (plans_of: (method, its partitions' plans)), and per
     (method, partition) its levels' figures as JSON (the run tag
     `ESTIMATE_TAG` that the materializations record beside their actual figures)."""
     llm, store = resources["llm"], resources["store"]
+    methods = [(m.name, plans) for m, plans in plans_of]
+    without_calls = {lv.name for m, _ in plans_of for lv in m.levels if not lv.stages}
     stored: dict[str, dict[str, int]] = {}
     if any(name == "glan" and plans for name, plans in methods):
         for level, column in ((subjects.LEVEL, "discipline"), (syllabi.LEVEL, "discipline"),
@@ -264,7 +266,7 @@ def estimate_build(
         for plan in plans:
             work = []
             found = _partition_calls(name, plan, resources, stored)
-            counted |= {level for level, _, _ in found} | {lv for lv in plan.levels if not level_of(lv).stages}
+            counted |= {level for level, _, _ in found} | {lv for lv in plan.levels if lv in without_calls}
             for level, stage, calls in found:
                 sampling = llm.sampling(stage.name, stage.sampling)
                 model = llm.model_for(sampling)

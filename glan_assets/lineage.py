@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import duckdb
 
 from glan_assets.levels import Level
-from glan_assets.results import markdown_table
 from glan_assets.rows import TableRow
 from resources.storage import DuckDBStore
 
@@ -49,15 +48,8 @@ def view_sql(leaf: Level, levels: Sequence[Level], temporary: bool = False) -> s
     )
 
 
-def _registered() -> list[Level]:
-    from glan_assets.registry import LEVELS  # at call time: the registry imports every level, and levels use this module
-
-    return LEVELS
-
-
-def ensure_lineage_views(store: DuckDBStore, levels: Sequence[Level] | None = None) -> None:
-    """Create every method's lineage view over the tables that exist."""
-    levels = _registered() if levels is None else levels
+def ensure_lineage_views(store: DuckDBStore, levels: Sequence[Level]) -> None:
+    """Create the lineage view of each of `levels` that declares one, over the tables that exist."""
     tables = store.relations()
     with store.connect() as con:
         for leaf in (lv for lv in levels if lv.lineage_view):
@@ -83,10 +75,9 @@ def temporary_lineage_views(con: duckdb.DuckDBPyConnection, levels: Sequence[Lev
     return made
 
 
-def chain(store: DuckDBStore, item_id: str, levels: Sequence[Level] | None = None) -> list[TableRow]:
+def chain(store: DuckDBStore, item_id: str, levels: Sequence[Level]) -> list[TableRow]:
     """The item and its ancestors, up to its root. Raises KeyError for an unknown id and
     ValueError for a string that is no id."""
-    levels = _registered() if levels is None else levels
     found: list[TableRow] = []
     current: str | None = item_id
     while current:
@@ -113,31 +104,3 @@ def _row(store: DuckDBStore, item_id: str, levels: Sequence[Level]) -> TableRow:
         if rows:
             return rows[0]
     raise KeyError(f"no {level.name} row with id {item_id}")
-
-
-def preview_pairs(store: DuckDBStore, discipline: str, limit: int = 5) -> str:
-    """Markdown: rows per GLAN level, then sample question/answer pairs with their subject
-    and session; the ids lead to `glan lineage ANSWER_ID`."""
-    levels = _registered()
-    ensure_lineage_views(store, levels)
-    tables = store.relations()
-    glan = [lv for lv in levels if lv.method == "glan" and lv.partitions_def is not None and lv.name in tables]
-    counts = store.query(
-        " UNION ALL ".join(
-            f"SELECT '{lv.name}' AS level, count(*) AS rows FROM {lv.name} WHERE discipline = $d" for lv in glan
-        ),
-        {"d": discipline},
-    )
-    records = (
-        store.query(
-            "SELECT answer_id, subject_name, session_title, question_kind, question, answer "
-            "FROM lineage WHERE discipline = ? ORDER BY answer_id LIMIT ?",
-            [discipline, limit],
-        )
-        if "lineage" in tables
-        else []
-    )
-    return (
-        f"**Rows per level**\n\n{markdown_table(counts, limit=len(counts))}\n\n"
-        f"**Sample pairs** (trace one with `glan lineage ANSWER_ID`)\n\n{markdown_table(records, limit=limit)}"
-    )

@@ -1,7 +1,9 @@
 """A method (GLAN, Dynosaur, UIT) as the build sees it: its partitioned levels in build
-order, the partitions they share, and the file that says which partitions there should be.
+order, the partitions they share, the file that says which partitions there should be, and
+what generic code (the quality rules) needs to know of it.
 
 The build and each method's sensor plan with the same code (`glan_assets.plan`) over these.
+Each method's package declares its `METHOD`; `glan_assets.registry` lists them, once.
 """
 
 from collections.abc import Callable, Mapping
@@ -11,6 +13,11 @@ from types import ModuleType
 import dagster as dg
 
 from glan_assets.levels import Level
+from glan_assets.quality.rules import PairContext
+from resources.storage import DuckDBStore
+
+# A partition's pairs' contexts for the quality rules, by the pair's origin id.
+Contexts = Callable[[DuckDBStore, str], Callable[[str], PairContext]]
 
 
 # Dagster refuses these in a partition key; names are keys as written, so a file with one is refused.
@@ -40,6 +47,22 @@ class Method:
     resource_keys: frozenset[str]  # what `wanted` reads
     # The sensor deletes a partition that left the file only when this setting is true.
     prunes: Callable[[Mapping[str, dg.ConfigurableResource]], bool] = lambda res: False
+    # What its pairs are, in one line, for the model and dataset cards.
+    note: str = ""
+    # Strings of the worked examples in its prompts that its outputs should never hold.
+    worked_examples: tuple[str, ...] = ()
+    # What the quality rules know of a pair besides its text; None: nothing (its source only).
+    contexts: Contexts | None = None
+
+    def __post_init__(self) -> None:
+        # A level names its method and partitions too (its asset is made before the method):
+        # they must be this method's, or the build, the sensor and the UI would disagree.
+        for lv in self.levels:
+            if lv.method != self.name or lv.partitions_def is not self.partitions:
+                raise ValueError(
+                    f"method {self.name!r}: level {lv.name!r} declares method={lv.method!r} and partitions "
+                    f"{getattr(lv.partitions_def, 'name', None)!r}; its method's are {self.name!r} and {self.noun!r}"
+                )
 
     @property
     def noun(self) -> str:
@@ -49,3 +72,9 @@ class Method:
     @property
     def partition_column(self) -> str:
         return self.levels[0].row_type.partition_column
+
+    def pair_contexts(self, store: DuckDBStore, key: str) -> Callable[[str], PairContext]:
+        """The contexts of partition `key`'s pairs, by the pair's origin id."""
+        if self.contexts is None:
+            return lambda source_id: PairContext(source=self.name)
+        return self.contexts(store, key)

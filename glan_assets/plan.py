@@ -216,19 +216,16 @@ def input_versions(instance: dg.DagsterInstance, level: Level, key: str | None) 
     return versions
 
 
-def registered_keys(instance: dg.DagsterInstance, level: Level) -> list[str]:
-    """The partitions a partitioned level has now."""
-    return list(level.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
-
-
-def sources_version(instance: dg.DagsterInstance, sources: Sequence[Level], history: History | None = None) -> str:
-    """One version for the current data of every partition of the source levels: it changes
-    when any partition's data version changes, or a partition comes or goes."""
+def sources_version(
+    instance: dg.DagsterInstance, sources: Mapping[str, dg.PartitionsDefinition], history: History | None = None
+) -> str:
+    """One version for the current data of every partition of the source levels (name ->
+    partitions): it changes when any partition's data version changes, or a partition comes or goes."""
     state = []
-    for level in sources:
-        latest = history.latest[level.name] if history else latest_by_partition(instance, level.name)
-        for key in sorted(registered_keys(instance, level)):
-            state.append([level.name, key, getattr(latest.get(key), "data_version", None)])
+    for name, partitions in sources.items():
+        latest = history.latest[name] if history else latest_by_partition(instance, name)
+        for key in sorted(partitions.get_partition_keys(dynamic_partitions_store=instance)):
+            state.append([name, key, getattr(latest.get(key), "data_version", None)])
     return content_hash(state)[:16]
 
 
@@ -252,7 +249,7 @@ def training_set_reason(
     if reason := stale_reason(level, None, history, config=config_version(level, resources)):
         return reason
     last = history.latest[level.name][None]
-    if last.metadata.get(SOURCES_VERSION) != sources_version(instance, sources, history):
+    if last.metadata.get(SOURCES_VERSION) != sources_version(instance, {lv.name: lv.partitions_def for lv in sources}, history):
         return UPSTREAM
     return None
 

@@ -14,6 +14,7 @@ import pytest
 from glan_assets.build import LevelProgress, PartitionSummary, build, plan_build
 from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from glan_assets.lineage import chain
+from glan_assets.registry import LEVELS
 from glan_assets.workers import worker_pool
 from resources.storage import DuckDBStore
 
@@ -29,7 +30,7 @@ def test_build_fills_every_level_with_linked_rows(project):
     assert {a.discipline for a in answers} == {"Physics", "Astronomy"}
     kinds = {q.kind for q in store.read(QuestionRow)}
     assert kinds == {"basic", "harder"}  # harder_question_fraction 0.5 of 8 questions gives both
-    tables = [type(r).table for r in chain(store, answers[0].answer_id)]
+    tables = [type(r).table for r in chain(store, answers[0].answer_id, LEVELS)]
     assert tables == ["answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"]
     assert len(store.read(SubjectRow, "Physics")) == 2
 

@@ -25,6 +25,7 @@ from glan_assets.dynosaur.sources import DatasetError, open_source
 from glan_assets.dynosaur.tasks import filter_tasks
 from glan_assets.ids import stable_id
 from glan_assets.lineage import chain, ensure_lineage_views
+from glan_assets.registry import LEVELS
 from glan_assets.rows import RejectRow
 from glan_assets.settings import resources_from_env
 from resources.storage import DuckDBStore
@@ -334,14 +335,14 @@ def test_lineage_leads_from_an_instance_to_its_source_row(project, registry, fak
     store = DuckDBStore(path=str(project.db))
     instance = store.read(InstanceRow, "capitals_qa", where="source_row = 3")[0]
 
-    found = chain(store, instance.instance_id)
+    found = chain(store, instance.instance_id, LEVELS)
 
     assert [type(r).__name__ for r in found] == ["InstanceRow", "TaskRow", "DatasetMetadataRow"]
     source_line = (registry.parent / "capitals_qa.jsonl").read_text().splitlines()[instance.source_row]
     row = json.loads(source_line)
     assert f"{found[1].input_fields[0]}: {row[found[1].input_fields[0]]}" in instance.input
     assert instance.output == row[found[1].output_field]
-    ensure_lineage_views(store)
+    ensure_lineage_views(store, LEVELS)
     (traced,) = store.query(
         "SELECT dataset, task_instruction, source_row FROM dynosaur_lineage WHERE instance_id = ?", [instance.instance_id]
     )

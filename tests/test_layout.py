@@ -88,7 +88,7 @@ def test_a_new_level_is_built_checked_traced_and_configured_from_its_declaration
 
     store = DuckDBStore(path=str(project.db))
     (row, *_) = store.read(SummaryRow, "Physics")
-    tables = [type(r).table for r in chain(store, row.summary_id)]
+    tables = [type(r).table for r in chain(store, row.summary_id, registry.LEVELS)]
     assert tables == ["summaries", "answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"]
     assert [r["model"] for r in fake_llm.requests if "Summarise" in r["messages"][-1]["content"]][0] == "summariser"
 

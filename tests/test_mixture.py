@@ -212,10 +212,10 @@ def test_glan_lineage_leads_a_dynosaur_pair_and_a_uit_pair_to_their_origin(proje
     dyn = next(p for p in pairs if p.source == "dynosaur")
     uit = next(p for p in pairs if p.source == "uit" and p.turns == "[]")
 
-    assert [type(r).table for r in chain(store, dyn.pair_id)] == [
+    assert [type(r).table for r in chain(store, dyn.pair_id, LEVELS)] == [
         "training_set", "dynosaur_instances", "dynosaur_tasks", "dataset_metadata"
     ]
-    uit_chain = chain(store, uit.pair_id)
+    uit_chain = chain(store, uit.pair_id, LEVELS)
     assert [type(r).table for r in uit_chain] == ["training_set", "instructions_unified", "instructions_raw"]
     assert uit_chain[2].collection == "alpaca_mini" and uit_chain[2].source_row.startswith("data.jsonl:")
 

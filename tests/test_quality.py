@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from glan_assets import stages
+from glan_assets import dynosaur, glan, stages, uit
 from glan_assets.parsing import Cut, ParseError, parse_structured
 from glan_assets.dynosaur.schemas import InstanceRow, TaskRow
 from glan_assets.quality import calibration, rules
-from glan_assets.quality.contexts import dynosaur_context, field_values, glan_context, uit_context
+from glan_assets.dynosaur.contexts import dynosaur_context, field_values
+from glan_assets.uit.contexts import uit_context
 from glan_assets.quality.ifd import IFDScore, ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, Verdict, judge_llm, judge_request
-from glan_assets.quality.rules import Flag, PairContext, check, example_strings, worked_examples
+from glan_assets.quality.rules import Flag, PairContext, check, example_strings
 from glan_assets.quality.selection import PairQuality, select
 from glan_assets.quality.settings import QualitySettings
 from glan_assets.training.schemas import TrainingPairRow
@@ -32,6 +33,7 @@ from tests.fake_llm import FakeLLM
 DUORC = Path(__file__).parent / "data" / "duorc_selfrc_200.json"
 DEMO_COLLECTIONS = DEFAULT_REGISTRY.parent
 S = QualitySettings()
+WORKED_EXAMPLES = {m.name: m.worked_examples for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)}
 
 
 def rule_names(instruction: str, response: str, ctx: PairContext = PairContext()) -> list[str]:
@@ -57,7 +59,7 @@ GLAN = PairContext(source="glan")
         ("Definition: Write its antonym.\n\nPositive Example 1 -\nInput: hot\nOutput: cold\n\nearly",
          "Positive Example 1 - Input: hot Output: cold", PairContext(input="early"), "copies_instruction"),
         ("Definition: Give the capital.\n\nPositive Example 1 -\nInput: Premise: The sun is shining.\nOutput: yes\n\nPeru",
-         "Lima", PairContext(source="uit", input="Peru", worked_examples=example_strings(worked_examples("uit"))),
+         "Lima", PairContext(source="uit", input="Peru", worked_examples=example_strings(uit.METHOD.worked_examples)),
          "copies_example"),
         ("Key concepts: entropy, heat engines.", "Entropy measures disorder, and heat engines turn heat into work.",
          GLAN, "asks_nothing"),
@@ -167,7 +169,7 @@ def test_no_rule_flags_real_duorc_pairs():
     # 200 human-written QA pairs no one here wrote: short, often unpunctuated, copied spans.
     instances = [i for i in read_collection(DUORC) if isinstance(i, Instance)]
     gold = tuple((i.input, i.output) for i in instances)
-    examples = example_strings(worked_examples("uit"))
+    examples = example_strings(uit.METHOD.worked_examples)
     flagged = {
         n: check(prompt_text(i.instruction, i.input), i.output,
                         PairContext(source="uit", input=i.input, gold=gold, worked_examples=examples))
@@ -185,7 +187,7 @@ KNOWN_FALSE_FLAGS = {"d13": "repetition: 'it was the best of times, it was the w
 
 
 def test_rules_on_the_calibration_set():
-    pairs = calibration.load()
+    pairs = calibration.load(WORKED_EXAMPLES)
     assert len(pairs) >= 80 and sum(p.bad for p in pairs) * 2 == len(pairs)
     for p in pairs:
         flags = [f.rule for f in check(p.instruction, p.response, p.context)]
@@ -212,7 +214,7 @@ def test_a_bad_calibration_line_names_its_file_and_line(tmp_path):
     path.write_text('{"id": "x", "source": "glan", "label": "good", "defect": "", "instruction": "Q?", "response": "A."}\n'
                     '{"id": "y"}\n')
     with pytest.raises(ValueError, match=r"cal\.jsonl:2: not a labelled pair"):
-        calibration.load(path)
+        calibration.load(WORKED_EXAMPLES, path)
 
 
 # --- IFD ------------------------------------------------------------------------------------
@@ -444,4 +446,4 @@ def test_contexts_are_built_from_the_methods_rows():
     ctx = uit_context(unified, raws)
     assert ctx.gold[0] == ("Awful.", "negative") and ctx.input == "Nice."
     assert rule_names(f"{unified.instruction}\n\n{unified.input}", unified.output, ctx) == ["contradicting_demonstrations"]
-    assert glan_context().source == "glan"
+    assert glan.METHOD.pair_contexts(store=None, key="Physics")("ans_1") == PairContext(source="glan")

@@ -13,6 +13,7 @@ import yaml
 from glan_assets.dynosaur.instances import dynosaur_instances
 from glan_assets.glan.answers import answers
 from glan_assets.lineage import chain
+from glan_assets.registry import LEVELS
 from glan_assets.settings import resources_from_env
 from glan_assets.training.curation import load_benchmarks
 from glan_assets.training.model_checkpoint import model_checkpoint
@@ -193,7 +194,7 @@ def test_training_set_is_built_through_dagster_and_keeps_its_split_when_a_discip
     assert meta["pairs_glan"] == 16 and meta["mixture"]["glan"]["available"] == 18
     removed = store.read(RemovedPairRow)
     assert sorted(r.reason for r in removed) == ["contaminated", "exact_duplicate"]
-    assert [type(r).table for r in chain(store, removed[0].pair_id)] == [  # a removed pair traces back too
+    assert [type(r).table for r in chain(store, removed[0].pair_id, LEVELS)] == [  # a removed pair traces back too
         "training_removed", "answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"
     ]
     (contamination,) = store.read(ContaminationRow)

@@ -15,6 +15,7 @@ import torch
 from glan_assets.build import build, plan_build
 from glan_assets.definitions import defs
 from glan_assets.lineage import chain, ensure_lineage_views
+from glan_assets.registry import LEVELS as ALL_LEVELS
 from glan_assets.uit.collections_file import DEFAULT_REGISTRY, RegistryError, load_collections
 from glan_assets.uit.formats import Bad, FormatError, Instance, detect_format
 from glan_assets.uit.reading import read_collection
@@ -328,10 +329,10 @@ def test_candidates_are_written_once_per_task_scored_and_cached(uit_project, fak
     assert {r.license for r in alpaca} == {"apache-2.0"} and {r.input for r in alpaca} >= {"Good morning."}
 
     # lineage: a unified row resolves to its raw row and collection
-    ensure_lineage_views(store)
+    ensure_lineage_views(store, ALL_LEVELS)
     (traced,) = store.query("SELECT * FROM uit_lineage WHERE unified_id = ?", [capital.unified_id])
     assert (traced["collection"], traced["source_row"], traced["source_format"]) == ("flan-demo", "flan.jsonl:4", "flan")
-    assert [type(r).__name__ for r in chain(store, capital.unified_id)] == ["UnifiedRow", "RawInstructionRow"]
+    assert [type(r).__name__ for r in chain(store, capital.unified_id, ALL_LEVELS)] == ["UnifiedRow", "RawInstructionRow"]
 
     # up to date: nothing planned; forced: every call answered from the cache
     assert plan(uit_project).partitions == []

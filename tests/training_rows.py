@@ -12,7 +12,7 @@ import dagster as dg
 from glan_assets.lineage import ensure_lineage_views
 from glan_assets.quality.levels import QUALITY
 from glan_assets.quality.settings import QualitySettings
-from glan_assets.registry import METHODS, level
+from glan_assets.registry import LEVELS, METHODS, level
 from glan_assets.training.resources import TrainingSettings
 from resources.llm import LLMResource
 from resources.scorer import PairLoss
@@ -114,7 +114,7 @@ def score_quality(store: DuckDBStore, instance: dg.DagsterInstance, quality: Qua
     before the training set: every pair (no source cap), the stub scorer, no judge by default."""
     quality = quality or QualitySettings(judge_sample=0.0)
     tables = store.relations()
-    ensure_lineage_views(store)
+    ensure_lineage_views(store, LEVELS)
     resources = {"store": store, "quality": quality, "training": TrainingSettings(source_caps={}),
                  "llm": LLMResource(cache_path=str(store.path) + ".llm_cache.sqlite")}
     for method in METHODS:

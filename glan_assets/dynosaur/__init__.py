@@ -6,6 +6,7 @@ times every kept task as an instance. The cost is one call per dataset, not one 
 
 from glan_assets.dynosaur import instances, metadata, tasks
 from glan_assets.dynosaur.partitions import dataset_partitions
+from glan_assets.dynosaur.contexts import WORKED_EXAMPLES, dynosaur_contexts
 from glan_assets.methods import Method
 
 MODULES = [metadata, tasks, instances]
@@ -20,4 +21,7 @@ METHOD = Method(
     source_file=lambda res: res["dynosaur"].registry_path,
     resource_keys=frozenset({"dynosaur"}),
     prunes=lambda res: res["dynosaur"].sensor_prunes,
+    note="Dynosaur (Yin et al., 2023): instructions an LLM wrote for existing annotated datasets, over their rows",
+    worked_examples=WORKED_EXAMPLES,
+    contexts=dynosaur_contexts,
 )

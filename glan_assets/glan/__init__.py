@@ -20,6 +20,7 @@ METHOD = Method(
     source_file=lambda res: res["settings"].taxonomy_path,
     resource_keys=frozenset({"settings"}),
     prunes=lambda res: res["settings"].sensor_prunes,
+    note="GLAN (Li et al., 2024): homework questions and answers generated from a taxonomy of human knowledge",
 )
 # Not built per discipline: asked for on demand (`glan taxonomy propose`).
 ON_DEMAND = [taxonomy_proposals]

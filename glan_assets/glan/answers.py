@@ -4,11 +4,11 @@ import dagster as dg
 
 from glan_assets import stages
 from glan_assets.glan.partitions import discipline_partitions
+from glan_assets.glan.preview import preview_pairs
 from glan_assets.glan.prompts import ANSWER
 from glan_assets.glan.schemas import AnswerRow, QuestionRow
 from glan_assets.ids import stable_id
 from glan_assets.levels import Level, level_asset
-from glan_assets.lineage import preview_pairs
 from glan_assets.results import store_partition
 from glan_assets.stages import Request, Stage
 from resources.llm import LLMResource, Sampling
@@ -59,5 +59,5 @@ def answers(context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBSt
         if r.ok
     ]
     return store_partition(
-        context, store, LEVEL, rows, {RESPOND.name: batch}, preview=lambda: preview_pairs(store, context.partition_key)
+        context, store, LEVEL, rows, {RESPOND.name: batch}, preview=lambda: preview_pairs(store, context.partition_key, LEVEL)
     )

@@ -9,11 +9,11 @@ pair with another defect is still a right flag).
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from glan_assets.quality.rules import PairContext, example_strings, worked_examples
+from glan_assets.quality.rules import PairContext, example_strings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "tests" / "data" / "quality_calibration.jsonl"
 
@@ -45,7 +45,8 @@ class LabelledPair:
     context: PairContext
 
 
-def load(path: Path = DEFAULT_PATH) -> list[LabelledPair]:
+def load(worked_examples: Mapping[str, Sequence[str]], path: Path = DEFAULT_PATH) -> list[LabelledPair]:
+    """The labelled pairs; `worked_examples`: per source, its method's (`Method.worked_examples`)."""
     pairs = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -56,7 +57,7 @@ def load(path: Path = DEFAULT_PATH) -> list[LabelledPair]:
             context = PairContext(
                 source=row["source"],
                 input=raw.get("input", ""),
-                worked_examples=example_strings(worked_examples(row["source"]), raw.get("own", "")),
+                worked_examples=example_strings(worked_examples.get(row["source"], ()), raw.get("own", "")),
                 gold=tuple((a, b) for a, b in raw.get("gold", [])),
                 input_fields=tuple(raw.get("input_fields", [])),
                 output_field=raw.get("output_field", ""),

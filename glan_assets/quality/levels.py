@@ -19,12 +19,11 @@ from typing import ClassVar
 import dagster as dg
 import pydantic
 
-from glan_assets import dynosaur, glan, stages, uit
+from glan_assets import stages
 from glan_assets.ids import content_hash, stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.lineage import ensure_lineage_views
 from glan_assets.methods import Method
-from glan_assets.quality.contexts import CONTEXTS
 from glan_assets.quality.ifd import ifd_scores
 from glan_assets.quality.judge import JUDGE_STAGE, judge_llm, judge_request
 from glan_assets.quality.rules import RULE_NAMES, check
@@ -35,7 +34,7 @@ from glan_assets.rows import TableRow
 from glan_assets.stages import Batch
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import pair_id_of
-from glan_assets.training.sources import capped_sql
+from glan_assets.training.sources import GENERATION_METHODS, capped_sql
 from resources.llm import LLMResource
 from resources.local_models import resolve_model
 from resources.scorer import load_scorer
@@ -109,8 +108,6 @@ def quality_level(method: Method) -> Quality:
         label="quality score",
         partitions_def=method.partitions,
     )
-    contexts = CONTEXTS[method.name]
-
     @level_asset(level)
     def _quality(
         context: dg.AssetExecutionContext,
@@ -120,13 +117,13 @@ def quality_level(method: Method) -> Quality:
         training: TrainingSettings,
     ) -> dg.MaterializeResult:
         key = context.partition_key
-        ensure_lineage_views(store)  # GLAN's pairs read its lineage view
+        ensure_lineage_views(store, method.levels)  # its pairs may read its lineage view
         cap = training.source_caps.get(method.name)
         pairs = store.query(f"SELECT * FROM ({capped_sql(source, cap)}) WHERE group_name = ?", [key]) if cap != 0 else []
         if not pairs:
             left_out = f" (GLAN_SOURCE_CAPS gives the training set no {method.name} pairs)" if cap == 0 else ""
             raise dg.Failure(description=f"{level.name}[{key}]: no pairs to score in {source.name}{left_out}")
-        context_of = contexts(store, key)
+        context_of = method.pair_contexts(store, key)
         flags = [check(p["instruction"], p["response"], context_of(p["source_id"]), quality) for p in pairs]
         start = time.monotonic()
         scorer = load_scorer(resolve_model(quality.scorer_model, Path(quality.model_cache)))
@@ -184,10 +181,10 @@ def quality_level(method: Method) -> Quality:
     return Quality(level, _quality)
 
 
-QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)}
+QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in GENERATION_METHODS}
 LEVELS = [q.level for q in QUALITY.values()]
-# Each method's quality asset under its own name here, so `load_assets_from_modules` finds them.
-glan_quality, uit_quality, dynosaur_quality = (q.asset for q in QUALITY.values())
+# Every method's quality asset in a list here, which `load_assets_from_modules` reads.
+ASSETS = [q.asset for q in QUALITY.values()]
 
 
 def with_quality(method: Method) -> Method:

@@ -35,7 +35,7 @@ class PairContext:
     # a UIT instance's input): copying it is told apart from copying the task's text.
     input: str = ""
     # Strings of the method's worked examples that the pair's own material does not hold
-    # (`example_strings(worked_examples(source), own)`): an instruction holding one copied
+    # (`example_strings(method.worked_examples, own)`): an instruction holding one copied
     # the demonstration.
     worked_examples: frozenset[str] = frozenset()
     # UIT: the task's gold (input, output) instances, as its collection states them.
@@ -211,21 +211,6 @@ def json_strings(answer: str) -> list[str]:
                 yield from leaves(x)
 
     return list(leaves(value))
-
-
-def worked_examples(source: str) -> list[str]:
-    """The strings of a method's worked examples that its outputs should never hold: UIT's
-    demonstrations' own sentences, Dynosaur's example tasks' instructions. (GLAN's questions
-    and answers are asked without worked examples.)"""
-    if source == "uit":
-        from glan_assets.uit.prompts import DEMONSTRATED
-
-        return list(DEMONSTRATED)
-    if source == "dynosaur":
-        from glan_assets.dynosaur.prompts import TASKS_DESCRIBED, TASKS_UNDESCRIBED
-
-        return [s for p in (TASKS_DESCRIBED, TASKS_UNDESCRIBED) for _, answer in p.examples for s in json_strings(answer)]
-    return []
 
 
 def example_strings(examples: Iterable[str], own: str = "") -> frozenset[str]:

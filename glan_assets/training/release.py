@@ -22,7 +22,7 @@ from glan_assets.quality.stored import read_rows, summary
 from glan_assets.results import markdown_table
 from glan_assets.training.pictures import draw
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.sources import SOURCE_NOTES
+from glan_assets.training.sources import GROUP_NOUNS, SOURCE_NOTES
 from resources.storage import DuckDBStore, to_arrow
 
 # The file names the split; a chat's turns are in `messages`.
@@ -70,9 +70,6 @@ def stage_models(store: DuckDBStore, levels: Sequence[Level]) -> dict[str, list[
         for stage in lv.stages
         if stage.schema is None
     }
-
-
-GROUP_NOUNS = {"glan": "discipline", "dynosaur": "dataset", "uit": "collection"}
 
 
 def dataset_card(

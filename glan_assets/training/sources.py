@@ -9,9 +9,12 @@ a rebuild repeats), so a million-row dataset is never read into Python.
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import dagster as dg
+
 from glan_assets import dynosaur, glan, uit
 from glan_assets.levels import Level
 from glan_assets.lineage import ensure_lineage_views
+from glan_assets.quality.stored import level_name
 from glan_assets.training.schemas import TrainingPairRow, pair_id_of
 from resources.storage import DuckDBStore
 
@@ -20,13 +23,18 @@ from resources.storage import DuckDBStore
 GENERATION_METHODS = (glan.METHOD, uit.METHOD, dynosaur.METHOD)
 SOURCE_LEVELS: tuple[Level, ...] = tuple(lv for m in GENERATION_METHODS for lv in m.levels if lv.training_pairs)
 SOURCES: tuple[str, ...] = tuple(dict.fromkeys(lv.method for lv in SOURCE_LEVELS))
-
-# What each source is, for the model and dataset cards.
-SOURCE_NOTES = {
-    "glan": "GLAN (Li et al., 2024): homework questions and answers generated from a taxonomy of human knowledge",
-    "dynosaur": "Dynosaur (Yin et al., 2023): instructions an LLM wrote for existing annotated datasets, over their rows",
-    "uit": "UIT (Liang et al., 2023): existing instruction collections, their instructions moved to one format",
+# The levels whose lineage views the source levels' SELECTs may read.
+GENERATION_LEVELS: tuple[Level, ...] = tuple(lv for m in GENERATION_METHODS for lv in m.levels)
+# What the training set reads, by name, with its partitions: every source level, then each
+# source's quality level (partitioned like it).
+UPSTREAM: dict[str, dg.PartitionsDefinition] = {
+    **{lv.name: lv.partitions_def for lv in SOURCE_LEVELS},
+    **{level_name(lv.method): lv.partitions_def for lv in SOURCE_LEVELS},
 }
+
+# What each source is, for the model and dataset cards; what one of its groups is, for the card.
+SOURCE_NOTES = {m.name: m.note for m in GENERATION_METHODS}
+GROUP_NOUNS = {m.name: m.noun for m in GENERATION_METHODS}
 
 REQUIRED = ("source_id", "group_name", "task_id", "instruction", "response")
 OPTIONAL = ("field_name", "subject_name", "turns")
@@ -93,5 +101,5 @@ def read_sources(
     tables = {r["table_name"] for r in store.query("SELECT table_name FROM duckdb_tables()")}
     present = [lv for lv in levels if lv.name in tables]
     if present:
-        ensure_lineage_views(store)  # GLAN's pairs read its lineage view
+        ensure_lineage_views(store, GENERATION_LEVELS)  # a source's SELECT may read its method's view
     return [read_source(store, lv, caps.get(lv.method)) for lv in present]

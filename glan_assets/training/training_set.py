@@ -16,7 +16,7 @@ from glan_assets.results import data_version, markdown_table
 from glan_assets.training.curation import curate, load_benchmarks
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.sources import SOURCE_LEVELS, SOURCES, SourceRead, read_sources
+from glan_assets.training.sources import SOURCES, UPSTREAM, SourceRead, read_sources
 from resources.storage import DuckDBStore, Slice, columns_of
 
 LEVEL = Level(
@@ -35,7 +35,7 @@ LEVEL = Level(
     # Its rows' parents are in whichever source level they came from (ans_, dinst_, uni_ ids);
     # every source level and each source's quality level is upstream, so a new partition of
     # any, or new scores, make it stale.
-    extra_deps=(*(lv.name for lv in SOURCE_LEVELS), *(level_name(s) for s in SOURCES)),
+    extra_deps=tuple(UPSTREAM),
     label="pair",
     other_row_types=(RemovedPairRow,),
     kinds=frozenset({"duckdb"}),
@@ -158,11 +158,8 @@ def by_source(reads: list[SourceRead], kept: list[TrainingPairRow], removed: lis
 def training_set(
     context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings, quality: QualitySettings
 ) -> dg.MaterializeResult:
-    # Imported here: the registry imports this module.
-    from glan_assets.registry import level
-
     # Before reading: a partition written meanwhile makes the next build read it again.
-    sources = sources_version(context.instance, [level(name) for name in LEVEL.deps])
+    sources = sources_version(context.instance, UPSTREAM)
     try:
         reads = read_sources(store, training.source_caps)
     except ValueError as exc:

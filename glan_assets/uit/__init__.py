@@ -7,6 +7,7 @@ their task's lowest-loss instruction). Each registered collection is a partition
 
 from glan_assets.methods import Method
 from glan_assets.uit import candidates, raw, unified
+from glan_assets.uit.contexts import WORKED_EXAMPLES, uit_contexts
 from glan_assets.uit.partitions import collection_partitions
 
 MODULES = [raw, candidates, unified]
@@ -20,4 +21,7 @@ METHOD = Method(
     wanted=lambda res: res["uit"].wanted(),
     source_file=lambda res: res["uit"].collections_path,
     resource_keys=frozenset({"uit"}),
+    note="UIT (Liang et al., 2023): existing instruction collections, their instructions moved to one format",
+    worked_examples=WORKED_EXAMPLES,
+    contexts=uit_contexts,
 )
