@@ -160,8 +160,8 @@ class Settings:
         unknown = sorted(v for v in env if v.startswith("GLAN_") and v not in known)
         if unknown:
             raise SettingsError(
-                f"unknown setting {', '.join(unknown)}; see the README's Configuration table for the "
-                "GLAN_* variables"
+                f"unknown setting {', '.join(unknown)}; every GLAN_* variable is listed in "
+                "docs/configuration.md"
             )
         settings = cls(env, PROFILES[name])
         redact.register(*settings.secrets())
