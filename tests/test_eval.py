@@ -322,7 +322,7 @@ def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
     sources = [level(name) for name in TRAINING.level.deps]
 
     def reason() -> str | None:
-        history = History.read(instance, ["training_set", *LEVEL.deps])
+        history = History.read(instance, ["training_set", *TRAINING.level.deps])
         resources = {"store": store, "training": training, "quality": quality}
         return training_set_reason(instance, TRAINING.level, sources, history, resources)
 

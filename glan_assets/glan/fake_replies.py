@@ -42,6 +42,6 @@ def fake_reply(messages: Sequence[Mapping[str, str]], switches: Mapping[str, boo
         topic = found.group(1) if (found := re.search(r"explain (.+?)\?", user)) else user
         return (f"Each of {topic} is best learned from its definition. Work through one example of each "
                 "step by step, then check the result against the definition.")
-    if "Propose up to" in user:
+    if re.search(r"Propose up to \d+ further", user):  # taxonomy proposals (Dynosaur's prompt proposes tasks)
         return json.dumps({"proposals": [{"name": "Proposed Node", "reason": "missing"}]})
     return None
