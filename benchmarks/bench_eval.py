@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dagster as dg  # noqa: E402
 
 from bench_training import sample_pairs  # noqa: E402
-from glan_assets.settings import resources_from_env  # noqa: E402
+from glan_assets.registry import resources_from_env  # noqa: E402
 from glan_assets.training.curation import hold_out  # noqa: E402
 from glan_assets.training.model_checkpoint import as_pairs  # noqa: E402
 from glan_assets.training.model_eval import model_eval, read_results  # noqa: E402

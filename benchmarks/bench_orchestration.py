@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from glan_assets.glan import answers  # noqa: E402
 from glan_assets.glan.schemas import QuestionRow  # noqa: E402
-from glan_assets.settings import resources_from_env  # noqa: E402
+from glan_assets.registry import resources_from_env  # noqa: E402
 from resources.storage import DuckDBStore, Slice  # noqa: E402
 
 LATENCY_S = 0.2

@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402  (after HF_HUB_OFFLINE: the benchmark must not reach the hub)
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq, get_scheduler  # noqa: E402
 
-from glan_assets.settings import resources_from_env  # noqa: E402
+from glan_assets.registry import resources_from_env  # noqa: E402
 from glan_assets.training.curation import hold_out  # noqa: E402
 from glan_assets.training.model_checkpoint import as_pairs  # noqa: E402
 from glan_assets.training.recipes import TrainingRecipe  # noqa: E402

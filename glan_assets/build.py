@@ -19,7 +19,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from glan_assets import training
 from glan_assets.checks import all_checks
 from glan_assets.dagster_internal import failure_text
 from glan_assets.methods import Method
@@ -35,9 +34,11 @@ from glan_assets.plan import (
     with_input_versions,
     training_set_reason,
 )
-from glan_assets.registry import LEVELS, METHODS, level
+from glan_assets.composition import Composition
+from glan_assets.registry import COMPOSED, METHODS, settings_from_env
 from glan_assets.sensors import partition_changes
-from glan_assets.settings import Settings, resources_from_env, set_process_environment
+from glan_assets.settings import Settings, set_process_environment
+from glan_assets.training.model_eval import adapter_version, eval_version
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
 from resources.budget import BUILD_TAG  # the same id on every run of one `build`
@@ -49,7 +50,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 GENERATION = [lv.name for m in METHODS for lv in m.levels]
-TRAINING = [m.__name__.rsplit(".", 1)[1] for m in training.MODULES]
+TRAINING = COMPOSED.training.names
 BUILD_ORDER = GENERATION + TRAINING  # what `--until` can name
 # Runs at once: every partition of the demo, as many as dagster_home/dagster.yaml's pools allow.
 WORKERS = 8
@@ -156,16 +157,19 @@ def plan_build(
     until: str = BUILD_ORDER[-1],
     recipe: tuple[str, object] | None = None,
     wanted: dict[str, dict[str, str]] | None = None,
+    composition: Composition = COMPOSED,
 ) -> BuildPlan:
     """Register partitions, then decide what to build: per partition of each method, the
     first missing or stale level and everything below it (up to `until`), then the training
     assets whose inputs moved. `only` maps a method's partition noun ("discipline") to the
     keys to consider; `force` rebuilds those (all when none are named). `wanted` (method
-    name -> its file's partitions) spares reading the files again when the caller has."""
+    name -> its file's partitions) spares reading the files again when the caller has.
+    `composition`: the methods to plan, the root's unless a test composes its own."""
     only, wanted = only or {}, wanted or {}
-    history = History.read(instance, [lv.name for m in METHODS for lv in m.levels] + TRAINING)
+    training = composition.training.names
+    history = History.read(instance, [lv.name for m in composition.methods for lv in m.levels] + training)
     methods = []
-    for method in METHODS:
+    for method in composition.methods:
         entries = wanted[method.name] if method.name in wanted else method.wanted(resources)
         added, removed = sync_partitions(instance, method, list(entries), resources["store"], prune)
         if any(only.values()) and not only.get(method.noun):
@@ -173,12 +177,13 @@ def plan_build(
         keys = list(only.get(method.noun) or entries)
         names = [lv.name for lv in method.levels]
         levels = list(method.levels) if until not in names else list(method.levels[: names.index(until) + 1])
-        if until not in TRAINING and until not in names:
+        if until not in training and until not in names:
             continue  # `until` names another method's level
         plans = plan_partitions(levels, keys, history, entries, force=keys if force else (), resources=resources)
         methods.append(MethodPlan(method, plans, len(keys) - len(plans), added, removed))
     changed = any(m.partitions or (m.removed and prune) for m in methods)
-    return BuildPlan(methods, prune, training_steps(instance, resources, history, until, recipe, generating=changed))
+    steps = training_steps(instance, resources, history, until, recipe, generating=changed, composition=composition)
+    return BuildPlan(methods, prune, steps)
 
 
 def training_steps(
@@ -188,52 +193,53 @@ def training_steps(
     until: str,
     recipe: tuple[str, object] | None,
     generating: bool,
+    composition: Composition = COMPOSED,
 ) -> list[TrainingStep]:
     """The training assets to build. While generation runs are planned, the training set
     is decided again after them (its sources may not change); this says so."""
-    if until not in TRAINING:
+    names = composition.training.names
+    if until not in names:
         return []
     steps = []
-    training_level = training.LEVELS[0]
-    sources = [level(name) for name in training_level.deps]
+    training_level = composition.training.level
+    sources = [composition.level(name) for name in training_level.deps]
     reason = training_set_reason(instance, training_level, sources, history, resources)
     if reason or generating:
         steps.append(TrainingStep(training_level.name, None, reason or "if the generated data changes"))
-    if until in TRAINING[1:] and recipe is not None:
+    if until in names[1:] and recipe is not None:
         name, spec = recipe
         sync_recipes(instance, [name])
-        asset = training.model_checkpoint.model_checkpoint
+        asset = composition.training.checkpoint
         code = asset.code_versions_by_key[asset.key]
         reason = checkpoint_reason(asset.key.to_user_string(), code, name, spec.version, training_level, history)
         if reason or steps:
             steps.append(TrainingStep(asset.key.to_user_string(), name, reason or "if the training set changes"))
-        if until == TRAINING[-1]:
-            evaluation = training.model_eval.model_eval
+        if until == names[-1]:
+            evaluation = composition.training.evaluation
             reason = eval_reason(
                 evaluation.key.to_user_string(), evaluation.code_versions_by_key[evaluation.key], name,
-                training.model_eval.adapter_version(resources["training"].checkpoint_dir(name)),
-                training.model_eval.eval_version(resources["evaluation"]), history,
+                adapter_version(resources["training"].checkpoint_dir(name)),
+                eval_version(resources["evaluation"]), history,
             )
             if reason or steps:
                 steps.append(TrainingStep(evaluation.key.to_user_string(), name, reason or "if the checkpoint changes"))
     return steps
 
 
-def _assets_and_checks(resources: Mapping[str, object]) -> list:
-    assets = with_input_versions(
-        dg.load_assets_from_modules([m for method in METHODS for m in method.modules]), LEVELS, resources
-    )
-    return [*assets, *all_checks([lv for method in METHODS for lv in method.levels])]
+def _assets_and_checks(resources: Mapping[str, object], composition: Composition) -> list:
+    assets = with_input_versions(composition.generation_assets(), composition.levels, resources)
+    return [*assets, *all_checks([lv for method in composition.methods for lv in method.levels])]
 
 
 def run_partition(
-    instance: dg.DagsterInstance, plan: PartitionPlan, *, build_id: str, verbose: bool = False
+    instance: dg.DagsterInstance, plan: PartitionPlan, *, build_id: str, verbose: bool = False,
+    composition: Composition = COMPOSED,
 ) -> PartitionSummary:
     """Materialize the plan's levels of one partition, with their checks, in one run."""
     start = time.monotonic()
-    resources = resources_from_env()
+    resources = Settings.from_env(None, composition).resources()
     result = dg.materialize(
-        _assets_and_checks(resources),
+        _assets_and_checks(resources, composition),
         selection=dg.AssetSelection.assets(*plan.levels),
         partition_key=plan.key,
         instance=instance,
@@ -353,7 +359,7 @@ def watching(
 def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict) -> PartitionSummary:
     # A fork server's worker has the environment the server started with, not the caller's now;
     # Dagster (the API key's EnvVar) and the libraries a run loads read this process's own.
-    set_process_environment(Settings.from_env(env))
+    set_process_environment(settings_from_env(env))
     return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose)
 
 
@@ -380,17 +386,22 @@ def build(
     on_progress: Callable[[LevelProgress], None] = lambda p: None,
     build_id: str | None = None,
     verbose: bool = False,
+    composition: Composition = COMPOSED,
 ) -> list[PartitionSummary]:
     """Run the plans, `workers` runs at a time (in-process when workers is 1), reporting
-    each level as it lands and each partition when its run is done."""
+    each level as it lands and each partition when its run is done. A worker process
+    imports the root's composition; another runs in-process only."""
+    if composition is not COMPOSED and workers > 1 and len(plans) > 1:
+        raise ValueError("a composition other than the root's builds in-process: workers=1")
     build_id = build_id or uuid.uuid4().hex
     summaries = []
     with watching(instance, build_id, on_progress) as watch, ExitStack() as stack:
         if workers <= 1 or len(plans) <= 1:
-            finished = (run_partition(instance, p, build_id=build_id, verbose=verbose) for p in plans)
+            finished = (run_partition(instance, p, build_id=build_id, verbose=verbose, composition=composition)
+                        for p in plans)
         else:
             pool = stack.enter_context(ThreadPoolExecutor(workers))
-            env = Settings.from_env().process_environment()  # once, for every worker
+            env = settings_from_env().process_environment()  # once, for every worker
             futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env) for p in plans]
             finished = (future.result() for future in as_completed(futures))
         for summary in finished:
@@ -407,15 +418,18 @@ def train(
     *,
     build_id: str,
     verbose: bool = False,
+    composition: Composition = COMPOSED,
 ) -> list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]]:
     """Run the planned training steps whose inputs really changed, re-deciding each after
     the generation runs; a step that is up to date by then comes back with no result."""
     done: list[tuple[TrainingStep, dg.ExecuteInProcessResult | None]] = []
-    resources = resources_from_env()
-    assets = with_input_versions(dg.load_assets_from_modules(training.MODULES), training.LEVELS, resources)
+    resources = Settings.from_env(None, composition).resources()
+    training = composition.training
+    assets = with_input_versions(training.assets, [training.level], resources)
     for step in steps:
-        history = History.read(instance, GENERATION + TRAINING)
-        fresh = training_steps(instance, resources, history, step.asset, recipe, generating=False)
+        history = History.read(instance, [lv.name for m in composition.methods for lv in m.levels] + training.names)
+        fresh = training_steps(instance, resources, history, step.asset, recipe, generating=False,
+                               composition=composition)
         current = next((s for s in fresh if s.asset == step.asset), None)
         if current is None and step.reason != FORCED:
             done.append((TrainingStep(step.asset, step.partition, "up to date"), None))

@@ -38,7 +38,7 @@ from glan_assets.diagram import mermaid
 from glan_assets.lineage import chain, temporary_lineage_views
 from glan_assets.orphans import fail_orphaned_runs
 from glan_assets.quality.stored import read_rows, summary, worst
-from glan_assets.registry import LEVELS, METHODS, level, stages
+from glan_assets.registry import LEVELS, METHODS, TRAINING, level, settings_from_env, stages
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError, set_process_environment
 from glan_assets.training.release import export_dataset
@@ -126,7 +126,7 @@ def _store_with_data(res: dict) -> DuckDBStore:
 def main() -> None:
     """Instruction-tuning data, built incrementally with Dagster and DuckDB."""
     try:
-        settings = Settings.from_env()
+        settings = settings_from_env()
         set_process_environment(settings)
     except SettingsError as exc:
         _fail(str(exc), 2)
@@ -431,7 +431,8 @@ def export(fmt: str, layout: str, path: Path) -> None:
                 for s in stages()
                 if s.schema is None
             }
-            for name, file in export_dataset(store, path, fmt, sampling, levels=LEVELS).items():
+            written = export_dataset(store, path, fmt, sampling, levels=LEVELS, sources=TRAINING.sources)
+            for name, file in written.items():
                 click.echo(f"wrote {name}: {file}")
             return
         options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT PARQUET"

@@ -1,7 +1,8 @@
 """A level, declared once: its table, ids, parent, LLM stages and checks, beside its asset.
 
 Everything that lists levels (lineage, checks, export, stage settings, the CLI's level
-names, the build order) derives from the declarations that `glan_assets.registry` collects.
+names, the build order) derives from the declarations that the root composes
+(`glan_assets.composition`).
 """
 
 import functools

@@ -3,11 +3,12 @@ order, the partitions they share, the file that says which partitions there shou
 what generic code (the quality rules) needs to know of it.
 
 The build and each method's sensor plan with the same code (`glan_assets.plan`) over these.
-Each method's package declares its `METHOD`; `glan_assets.registry` lists them, once.
+Each method's package declares its `METHOD`; the root (`glan_assets.registry`) lists them,
+once, and hands them to `glan_assets.composition.compose`.
 """
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import dagster as dg
@@ -18,6 +19,9 @@ from resources.storage import DuckDBStore
 
 # A partition's pairs' contexts for the quality rules, by the pair's origin id.
 Contexts = Callable[[DuckDBStore, str], Callable[[str], PairContext]]
+# The test endpoint's reply to a request (its messages, and the endpoint's switches), or None
+# when the request is none of the method's stages'.
+FakeReply = Callable[[Sequence[Mapping[str, str]], Mapping[str, bool]], str | None]
 
 
 # Dagster refuses these in a partition key; names are keys as written, so a file with one is refused.
@@ -35,6 +39,20 @@ def partition_key_problem(name: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class MethodSettings:
+    """How the settings (`glan_assets.settings`) resolve a method's resource: its class, each
+    scalar field from `<prefix><FIELD>`, the variable that names the method's file, and the
+    values a profile gives it."""
+
+    resource_class: type[dg.ConfigurableResource]
+    resource_key: str  # what its assets and `wanted` ask for
+    file_variable: str  # "GLAN_TAXONOMY"
+    file_field: str  # the field it sets: "taxonomy_path"
+    prefix: str = "GLAN_"
+    profiles: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # profile name -> field values
+
+
+@dataclass(frozen=True)
 class Method:
     name: str  # "glan"; the CLI's filter option is `--<partition noun>`
     levels: tuple[Level, ...]  # partitioned levels, in build order
@@ -44,7 +62,7 @@ class Method:
     # (a taxonomy node, a registry entry), in file order. Raises a clear error for a bad file.
     wanted: Callable[[Mapping[str, dg.ConfigurableResource]], dict[str, str]]
     source_file: Callable[[Mapping[str, dg.ConfigurableResource]], str]  # for messages
-    resource_keys: frozenset[str]  # what `wanted` reads
+    settings: MethodSettings  # its resource, which `wanted` reads
     # The sensor deletes a partition that left the file only when this setting is true.
     prunes: Callable[[Mapping[str, dg.ConfigurableResource]], bool] = lambda res: False
     # What its pairs are, in one line, for the model and dataset cards.
@@ -53,6 +71,12 @@ class Method:
     worked_examples: tuple[str, ...] = ()
     # What the quality rules know of a pair besides its text; None: nothing (its source only).
     contexts: Contexts | None = None
+    # Modules of levels asked for on demand, not built per partition (`glan taxonomy propose`).
+    on_demand: tuple[ModuleType, ...] = ()
+    # Its sensor's name, when not `<noun>_sensor` (a running sensor's cursor is kept by name).
+    sensor: str = ""
+    # What the test endpoint (`tests/fake_llm.py`) replies to its stages: a method brings its own.
+    fake_reply: FakeReply = lambda messages, switches: None
 
     def __post_init__(self) -> None:
         # A level names its method and partitions too (its asset is made before the method):
@@ -68,6 +92,20 @@ class Method:
     def noun(self) -> str:
         """What one partition is: "discipline", "dataset", "collection"."""
         return self.partitions.name
+
+    @property
+    def resource_keys(self) -> frozenset[str]:
+        """What `wanted` reads."""
+        return frozenset({self.settings.resource_key})
+
+    @property
+    def job_name(self) -> str:
+        """The job that builds one partition: "build_discipline"."""
+        return f"build_{self.noun}"
+
+    @property
+    def sensor_name(self) -> str:
+        return self.sensor or f"{self.noun}_sensor"
 
     @property
     def partition_column(self) -> str:

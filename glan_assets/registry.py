@@ -1,33 +1,33 @@
-"""Every method's levels, in build order: what lineage, checks, export, the stage settings
-and the CLI derive from. A method joins with one line here."""
+"""The root: the list of methods, composed once (`glan_assets.composition`). The code location
+(`glan_assets.definitions`) and the CLI take everything from here; nothing below imports it.
+A method joins with one line here."""
 
-from glan_assets import dynosaur, glan, training, uit
-from glan_assets.levels import Level
-from glan_assets.methods import Method
-from glan_assets.quality import levels as quality
-from glan_assets.stages import Stage
+from collections.abc import Mapping
+
+import dagster as dg
+
+from glan_assets import dynosaur, glan, uit
+from glan_assets.composition import compose
+from glan_assets.settings import Settings
+
+# The methods, in build order.
+REGISTERED = (glan.METHOD, uit.METHOD, dynosaur.METHOD)
+COMPOSED = compose(REGISTERED)
 
 # Every method whose partitions `glan build` plans and builds, in build order; each ends
 # with its quality level.
-METHODS: list[Method] = [quality.with_quality(m) for m in (glan.METHOD, uit.METHOD, dynosaur.METHOD)]
-
-# Tables with rows and ids, each declared once beside its asset.
-LEVELS: list[Level] = [
-    *glan.LEVELS, *glan.ON_DEMAND_LEVELS, *uit.LEVELS, *dynosaur.LEVELS, *quality.LEVELS, *training.LEVELS
-]
-
-
-def level(name: str) -> Level:
-    for lv in LEVELS:
-        if lv.name == name:
-            return lv
-    raise KeyError(f"no level {name!r}; levels: {', '.join(lv.name for lv in LEVELS)}")
+METHODS = list(COMPOSED.methods)
+LEVELS = COMPOSED.levels
+TRAINING = COMPOSED.training
+level = COMPOSED.level
+stages = COMPOSED.stages
 
 
-def stages() -> list[Stage]:
-    """Every LLM stage, once each, in level order."""
-    found: dict[str, Stage] = {}
-    for lv in LEVELS:
-        for stage in lv.stages:
-            found.setdefault(stage.name, stage)
-    return list(found.values())
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of this composition, from the environment (or `env`)."""
+    return Settings.from_env(env, COMPOSED)
+
+
+def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Every resource, from the environment (or `env`)."""
+    return settings_from_env(env).resources()

@@ -22,12 +22,10 @@ import dagster as dg
 from pydantic import BaseModel
 
 from glan_assets.checks import CheckThresholds
-from glan_assets.dynosaur.resources import DynosaurSettings
-from glan_assets.glan.resources import GenerationSettings
+from glan_assets.composition import Composition
+from glan_assets.methods import Method
 from glan_assets.quality.settings import QualitySettings
-from glan_assets.registry import LEVELS, stages
 from glan_assets.training.resources import EvalSettings, TrainingSettings
-from glan_assets.uit.resources import UITSettings
 from resources import redact
 from resources.embedded import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_STATE_DIR
 from resources.llm import LLMResource, Sampling
@@ -38,7 +36,6 @@ from resources.versioning import Unversioned
 
 @dataclass(frozen=True)
 class Profile:
-    counts: Mapping[str, int | float]  # GenerationSettings fields
     heldout_per_discipline: int
     max_tokens: int  # cap on every stage's max_tokens; 0: the stages' own
     max_temperature: float  # cap on every stage's temperature; 0: none
@@ -48,19 +45,9 @@ class Profile:
 
 
 PROFILES = {
-    # Small enough for the embedded model in minutes. Measured on SmolLM2-135M
-    # (benchmarks/bench_sessions.py): with the syllabus prompt's worked example, sessions came
-    # out of 10 of 12 syllabi at temperature 1.0 and of 12 of 12 at 0.7.
+    # Small enough for the embedded model in minutes (each method's counts are in its package:
+    # `MethodSettings.profiles`).
     "demo": Profile(
-        counts={
-            "subject_queries": 2,
-            "max_subjects_per_discipline": 2,
-            "sessions_min": 2,
-            "sessions_max": 3,
-            "key_concepts_per_session": 3,
-            "questions_per_syllabus": 2,
-            "harder_question_fraction": 0.5,
-        },
         heldout_per_discipline=1,
         max_tokens=256,
         max_temperature=0.7,
@@ -71,19 +58,8 @@ PROFILES = {
         # The embedded judge is slow (0.25 pairs/s on 2 cores) and at chance: a sample shows the stage.
         judge_sample=0.25,
     ),
-    # The paper: 10 queries give 100-200 subjects per discipline, 10-30 sessions with ~5 key
-    # concepts; ~500 questions per syllabus reach 10M pairs over 126 disciplines; GLAN-Test
-    # holds out 50 pairs per discipline.
+    # The paper: GLAN-Test holds out 50 pairs per discipline.
     "paper": Profile(
-        counts={
-            "subject_queries": 10,
-            "max_subjects_per_discipline": 0,
-            "sessions_min": 10,
-            "sessions_max": 30,
-            "key_concepts_per_session": 5,
-            "questions_per_syllabus": 500,
-            "harder_question_fraction": 0.5,
-        },
         heldout_per_discipline=50,
         max_tokens=0,
         max_temperature=0.0,
@@ -92,10 +68,10 @@ PROFILES = {
 
 # Read by name here.
 PLAIN_VARIABLES = {
-    "GLAN_PROFILE", "GLAN_TAXONOMY", "GLAN_DB", "GLAN_CACHE", "GLAN_MODEL", "GLAN_PRICE",
+    "GLAN_PROFILE", "GLAN_DB", "GLAN_CACHE", "GLAN_MODEL", "GLAN_PRICE",
     "GLAN_MAX_TOKENS", "GLAN_MAX_TEMPERATURE", "GLAN_MAX_CONCURRENCY", "GLAN_PARSE_ATTEMPTS", "GLAN_MAX_PROMPT_CHARS",
     "GLAN_STRUCTURED_OUTPUTS", "GLAN_REQUEST_TIMEOUT", "GLAN_MAX_RETRIES", "GLAN_SLOW_REQUEST",
-    "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS", "GLAN_COLLECTIONS", "GLAN_DATASETS",
+    "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS",
     "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
     "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH", "GLAN_EXPORT_MEMORY_LIMIT",
     "GLAN_BUDGET_USD",
@@ -124,12 +100,12 @@ class Machine(BaseModel):
 
 
 def _fields_from_env(
-    cls: type[dg.ConfigurableResource], env: Mapping[str, str], skip: set[str] = frozenset()
+    cls: type[dg.ConfigurableResource], env: Mapping[str, str], skip: set[str] = frozenset(), prefix: str = "GLAN_"
 ) -> dict[str, object]:
-    """`GLAN_<FIELD>` for each scalar field of a settings resource, typed by the field."""
+    """`<prefix><FIELD>` for each scalar field of a settings resource, typed by the field."""
     values: dict[str, object] = {}
     for name, f in cls.model_fields.items():
-        var = f"GLAN_{name.upper()}"
+        var = f"{prefix}{name.upper()}"
         if name in skip or var not in env or f.annotation not in (int, float, bool, str):
             continue
         raw = env[var]
@@ -144,26 +120,31 @@ def _fields_from_env(
 class Settings:
     env: Mapping[str, str]
     profile: Profile
+    # What the root composed: its methods' resources and stages, the training set's sources.
+    composition: Composition
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None, composition: Composition) -> "Settings":
         env = dict(os.environ if env is None else env)
         name = env.get("GLAN_PROFILE", "demo")
         if name not in PROFILES:
             raise SettingsError(f"GLAN_PROFILE={name!r}: the profiles are {', '.join(PROFILES)}")
         known = PLAIN_VARIABLES | {
             f"GLAN_{field.upper()}"
-            for cls_ in (GenerationSettings, TrainingSettings, UITSettings, DynosaurSettings, CheckThresholds, EvalSettings, QualitySettings)
+            for cls_ in (TrainingSettings, CheckThresholds, EvalSettings, QualitySettings)
             for field in cls_.model_fields
         }
-        known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in stages() for suffix in STAGE_SUFFIXES}
+        for m in composition.methods:
+            known |= {m.settings.file_variable}
+            known |= {f"{m.settings.prefix}{field.upper()}" for field in m.settings.resource_class.model_fields}
+        known |= {f"GLAN_{s.name.upper()}_{suffix}" for s in composition.stages() for suffix in STAGE_SUFFIXES}
         unknown = sorted(v for v in env if v.startswith("GLAN_") and v not in known)
         if unknown:
             raise SettingsError(
                 f"unknown setting {', '.join(unknown)}; every GLAN_* variable is listed in "
                 "docs/configuration.md"
             )
-        settings = cls(env, PROFILES[name])
+        settings = cls(env, PROFILES[name], composition)
         redact.register(*settings.secrets())
         return settings
 
@@ -237,7 +218,7 @@ class Settings:
         cap = int(self._number("GLAN_MAX_TOKENS", self.profile.max_tokens))
         hottest = self._number("GLAN_MAX_TEMPERATURE", self.profile.max_temperature)
         resolved = {}
-        for stage in stages():
+        for stage in self.composition.stages():
             default, var = stage.sampling, f"GLAN_{stage.name.upper()}"
             price = self.env.get(f"{var}_PRICE", self.env.get("GLAN_PRICE", "0,0"))
             try:
@@ -282,18 +263,24 @@ class Settings:
             model_cache=str(self.machine.model_cache),
         )
 
-    def generation(self) -> GenerationSettings:
-        values = dict(self.profile.counts) | _fields_from_env(GenerationSettings, self.env, {"taxonomy_path"})
-        if "GLAN_TAXONOMY" in self.env:
-            values["taxonomy_path"] = self.env["GLAN_TAXONOMY"]
-        return GenerationSettings(**values)
+    def method_resource(self, method: Method) -> dg.ConfigurableResource:
+        """The method's resource: the profile's values for it, then `<prefix><FIELD>`, its file
+        from its file variable, and the machine's model cache where it keeps models."""
+        spec = method.settings
+        values = dict(spec.profiles.get(self.env.get("GLAN_PROFILE", "demo"), {}))
+        values |= _fields_from_env(spec.resource_class, self.env, {spec.file_field, "model_cache"}, spec.prefix)
+        if spec.file_variable in self.env:
+            values[spec.file_field] = self.env[spec.file_variable]
+        if "model_cache" in spec.resource_class.model_fields:
+            values["model_cache"] = str(self.machine.model_cache)
+        return spec.resource_class(**values)
 
     def source_caps(self) -> dict[str, int]:
         """`GLAN_SOURCE_CAPS`, e.g. `dynosaur=2000,uit=0`: per source, the most rows it gives
         the training set per task (0: none); it replaces the default caps, and a source it
         leaves out is not capped (an empty value caps none)."""
         raw = self.env["GLAN_SOURCE_CAPS"]
-        sources = sorted({lv.method for lv in LEVELS if lv.training_pairs})
+        sources = sorted(self.composition.training.sources.names)
         caps: dict[str, int] = {}
         for item in filter(None, (part.strip() for part in raw.split(","))):
             name, sep, value = (x.strip() for x in item.partition("="))
@@ -326,19 +313,6 @@ class Settings:
     def evaluation(self) -> EvalSettings:
         return EvalSettings(**dict(self.profile.evaluation) | _fields_from_env(EvalSettings, self.env))
 
-    def uit(self) -> UITSettings:
-        values = _fields_from_env(UITSettings, self.env, {"collections_path", "model_cache"})
-        values["model_cache"] = str(self.machine.model_cache)
-        if "GLAN_COLLECTIONS" in self.env:
-            values["collections_path"] = self.env["GLAN_COLLECTIONS"]
-        return UITSettings(**values)
-
-    def dynosaur(self) -> DynosaurSettings:
-        values = _fields_from_env(DynosaurSettings, self.env, {"registry_path"})
-        if "GLAN_DATASETS" in self.env:
-            values["registry_path"] = self.env["GLAN_DATASETS"]
-        return DynosaurSettings(**values)
-
     def quality(self) -> QualitySettings:
         values = {"judge_sample": self.profile.judge_sample, "model_cache": str(self.machine.model_cache)}
         values |= _fields_from_env(QualitySettings, self.env, {"judge_api_key", "model_cache"})
@@ -350,15 +324,13 @@ class Settings:
         return {
             "llm": self.llm(),
             "store": self.store(),
-            "settings": self.generation(),
             "training": self.training(),
             "evaluation": self.evaluation(),
-            "uit": self.uit(),
-            "dynosaur": self.dynosaur(),
             "quality": self.quality(),
             "check_thresholds": CheckThresholds(
                 **{"rates_warn": self.profile.rates_warn} | _fields_from_env(CheckThresholds, self.env)
             ),
+            **{m.settings.resource_key: self.method_resource(m) for m in self.composition.methods},
         }
 
 
@@ -370,8 +342,3 @@ def set_process_environment(settings: Settings) -> None:
     for var in set(os.environ) - set(wanted):
         del os.environ[var]
     os.environ.update(wanted)
-
-
-def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Every resource, from the environment (or `env`)."""
-    return Settings.from_env(env).resources()

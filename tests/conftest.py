@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from glan_assets.build import build, plan_build
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import resources_from_env
 from resources import storage
 from tests.fake_llm import FakeLLM
 from tests.postgres import PostgresServer, postgres_bin

@@ -2,66 +2,26 @@
 prompt, a log of every request, and switches for failures (429s, 5xx, unusable JSON)."""
 
 import json
-import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from glan_assets.registry import METHODS
+
 
 def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False) -> str:
-    system, user = messages[0]["content"], messages[-1]["content"]
-    if "Extract every subject" in user:
-        topic = re.search(r"Subjects of (.+?):", user)
-        name = topic.group(1) if topic else "General"
-        return json.dumps({"subjects": [
-            {"subject_name": f"Introduction to {name}", "level": "undergraduate", "subtopics": ["basics", "history"]},
-            {"subject_name": f"Advanced {name}", "level": "graduate", "subtopics": ["theory", "practice"]},
-            {"subject_name": f"{name} Lab", "level": "undergraduate", "subtopics": [] if broken else ["experiments"]},
-        ]})
-    if "List the subjects" in user:
-        name = re.search(r'learn in "(.+?)"', user).group(1)
-        return f"Subjects of {name}: Introduction to {name}; Advanced {name}; {name} Lab."
-    if "Write the syllabus" in user:
-        course = re.search(r'course "(.+?)"', user).group(1)
-        if outline:  # the form the syllabus prompt's worked example shows
-            return (f"Session 1: Foundations of {course}\nKey concepts: definitions, units\n\n"
-                    f"Session 2: Methods of {course}\nKey concepts: models, measurement")
-        return f"Syllabus of {course}.\nSession 1: Foundations of {course}.\nSession 2: Methods of {course}.\nSession 3: Frontiers."
-    if "Extract the class sessions" in user:
-        course = re.search(r"Syllabus of (.+?)\.", user).group(1)
-        return json.dumps({"sessions": [
-            {"title": f"Foundations of {course}", "key_concepts": ["definitions", "units", "notation"]},
-            {"title": f"Methods of {course}", "key_concepts": ["models", "measurement"]},
-            {"title": "Frontiers", "key_concepts": ["open problems", "research"]},
-        ]})
-    if "homework question" in user:
-        concepts = re.search(r"key concepts: (.+?)\. Reply", user).group(1)
-        course = re.search(r"teacher of (.+?)\.", system).group(1)
-        return f"In {course}, explain {concepts}?"
-    if "Rewrite it as a" in user:  # UIT format transfer: the task shown, under a definition
-        if "FLAN-style" in user:
-            return "{input}\n\nAnswer as the examples do."
-        shown = user.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
-        return f"Definition: Answer the input as these examples do.\n\n{shown}"
-    if "instruction tasks over this dataset" in user:  # Dynosaur: two tasks over the listed fields
-        fields = json.loads(re.search(r"^Fields \(JSON\): (.+)$", user, re.MULTILINE).group(1))
-        first, last = fields[0], fields[-1]
-        return json.dumps({"tasks": [
-            {"instruction": f"Given the {', '.join(fields[:-1])}, give the {last}.", "input_fields": fields[:-1], "output_field": last},
-            {"instruction": f"Given the {last}, give the {first}.", "input_fields": [last], "output_field": first},
-        ]})
-    if "impartial judge" in system:  # the quality judge: 2 for an answer cut off, else 8
+    """The first method's reply (each brings its own, `Method.fake_reply`), else the judge's,
+    else an echo."""
+    switches = {"outline": outline, "broken": broken}
+    for method in METHODS:
+        if (text := method.fake_reply(messages, switches)) is not None:
+            return text
+    if "impartial judge" in messages[0]["content"]:  # the quality judge: 2 for an answer cut off, else 8
         asked = next(m["content"] for m in messages if "[Answer]\n" in m["content"])  # a re-ask ends otherwise
         answer = asked.split("[Answer]\n", 1)[1].rsplit("\n[End of answer]", 1)[0]
         score = 2 if answer.rstrip().endswith(("and", ":")) else 8
         return json.dumps({"reason": f"stub verdict on {len(answer)} characters", "score": score})
-    if "knowledgeable and helpful assistant" in system:  # GLAN's answers: about the question, not a copy of it
-        topic = found.group(1) if (found := re.search(r"explain (.+?)\?", user)) else user
-        return (f"Each of {topic} is best learned from its definition. Work through one example of each "
-                "step by step, then check the result against the definition.")
-    if "Propose up to" in user:
-        return json.dumps({"proposals": [{"name": "Proposed Node", "reason": "missing"}]})
-    return f"An answer to: {user}"
+    return f"An answer to: {messages[-1]['content']}"
 
 
 class JSONHandler(BaseHTTPRequestHandler):

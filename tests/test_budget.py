@@ -9,17 +9,18 @@ import dagster as dg
 import pytest
 
 from glan_assets.glan.schemas import DisciplineRow
-from glan_assets.settings import Settings, SettingsError
+from glan_assets.registry import settings_from_env
+from glan_assets.settings import SettingsError
 from resources.budget import BUILD_TAG, Spend, SpendLedger
 from resources.storage import DuckDBStore
 from tests.test_cli import glan
 
 
 def test_the_budget_is_a_typed_setting_unset_by_default():
-    assert Settings.from_env({}).llm().budget_usd == 0
-    assert Settings.from_env({"GLAN_BUDGET_USD": "2.5"}).llm().budget_usd == 2.5
+    assert settings_from_env({}).llm().budget_usd == 0
+    assert settings_from_env({"GLAN_BUDGET_USD": "2.5"}).llm().budget_usd == 2.5
     with pytest.raises(SettingsError, match="GLAN_BUDGET_USD='ten': expected a number"):
-        Settings.from_env({"GLAN_BUDGET_USD": "ten"}).llm()
+        settings_from_env({"GLAN_BUDGET_USD": "ten"}).llm()
 
 
 def _add_many(path: str, run_id: str, n: int) -> None:

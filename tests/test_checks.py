@@ -6,7 +6,7 @@ import duckdb
 
 from glan_assets import glan
 from glan_assets.checks import all_checks
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import resources_from_env
 
 LEVELS = [lv.name for lv in glan.LEVELS]  # fields ... answers
 

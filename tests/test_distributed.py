@@ -629,7 +629,7 @@ def test_kubernetes_values_write_no_secret_and_glan_accepts_their_settings():
     """deploy/k8s/values.yaml holds no password, and the environment it gives the code location
     is one glan's settings accept: a DuckLake catalog DSN without a password, over TLS (it
     once showed a DSN with `password=`, which glan refuses)."""
-    from glan_assets.settings import Settings
+    from glan_assets.registry import settings_from_env
 
     def leaves(node, key=""):
         if isinstance(node, dict):
@@ -647,6 +647,6 @@ def test_kubernetes_values_write_no_secret_and_glan_accepts_their_settings():
     assert not written, f"passwords written in values.yaml: {written}"
     (glan,) = values["dagster-user-deployments"]["deployments"]
     env = {e["name"]: e["value"] for e in glan["env"]}
-    store = Settings.from_env(env).store()
+    store = settings_from_env(env).store()
     assert store.backend == "ducklake" and "sslmode=require" in store.catalog_dsn
     assert values["postgresql"]["postgresqlParams"] == {"sslmode": "require"}

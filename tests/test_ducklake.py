@@ -96,7 +96,8 @@ def test_a_table_another_writer_created_two_commits_later_is_not_created_twice(s
 
 
 def test_an_unknown_backend_is_a_settings_error():
-    from glan_assets.settings import SettingsError, resources_from_env
+    from glan_assets.registry import resources_from_env
+    from glan_assets.settings import SettingsError
 
     with pytest.raises(SettingsError, match="GLAN_STORAGE='lake'"):
         resources_from_env({"GLAN_STORAGE": "lake"})

@@ -25,9 +25,8 @@ from glan_assets.dynosaur.sources import DatasetError, open_source
 from glan_assets.dynosaur.tasks import filter_tasks
 from glan_assets.ids import stable_id
 from glan_assets.lineage import chain, ensure_lineage_views
-from glan_assets.registry import LEVELS
 from glan_assets.rows import RejectRow
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import LEVELS, resources_from_env
 from resources.storage import DuckDBStore
 
 DEMO = DEFAULT_REGISTRY.parent

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from glan_assets.plan import ADAPTER_VERSION, EVAL_VERSION, History, Latest, eval_reason
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import TRAINING, resources_from_env
 from glan_assets.training.curation import load_benchmarks
 from glan_assets.training.evaluation import (
     CARD_START,
@@ -29,14 +29,14 @@ from glan_assets.training.evaluation import (
     write_tasks,
 )
 from glan_assets.training.model_eval import adapter_version, eval_version, model_eval, read_results
-from glan_assets.training.model_checkpoint import model_checkpoint
 from glan_assets.training.resources import BENCHMARKS_DIR, DEFAULT_BENCHMARKS, EvalSettings, TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow
-from glan_assets.training.training_set import training_set
 from resources.storage import DuckDBStore
 from tests.test_training import fill_two_disciplines, materialize, metadata_of, tiny_training
 from glan_assets.quality.settings import QualitySettings
 from tests.training_rows import materialize_training, teaching_pairs, write_answered_questions
+
+training_set, model_checkpoint = TRAINING.training_set, TRAINING.checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -310,7 +310,6 @@ def test_the_base_model_is_scored_once_per_base_and_benchmark_version(evaluated)
 def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
     from glan_assets.plan import training_set_reason
     from glan_assets.registry import level
-    from glan_assets.training.training_set import LEVEL
 
     bench = tmp_path / "test.jsonl"
     shutil.copy(DEFAULT_BENCHMARKS[0], bench)
@@ -320,12 +319,12 @@ def test_a_changed_benchmark_file_makes_the_training_set_stale(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     quality = QualitySettings(judge_sample=0.0)
     materialize_training([training_set], store, training, instance, quality)
-    sources = [level(name) for name in LEVEL.deps]
+    sources = [level(name) for name in TRAINING.level.deps]
 
     def reason() -> str | None:
-        history = History.read(instance, ["training_set", *LEVEL.deps])
+        history = History.read(instance, ["training_set", *TRAINING.level.deps])
         resources = {"store": store, "training": training, "quality": quality}
-        return training_set_reason(instance, LEVEL, sources, history, resources)
+        return training_set_reason(instance, TRAINING.level, sources, history, resources)
 
     assert reason() is None
     with bench.open("a") as f:

@@ -1,96 +1,148 @@
-"""A level is declared once: a new one is a module and one registering line, and lineage,
-checks, settings, the plan and the build pick it up from its declaration.
-
-The toy level here summarises each answer in one LLM call; registering it is what
-`glan_assets/glan/__init__.py` does with one line (`MODULES = [..., summaries]`).
+"""A method is registered once: the small method here (one level that copies the rows of a
+file into a table, its own partitions and settings) is composed with the real methods as the
+root composes them (`compose`), with no module list patched, and it is configured, planned,
+built, checked and traced, and its pairs join the training set and the release.
 """
 
 import ast
 import dataclasses
 import gc
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar
+from unittest import mock
 
 import dagster as dg
 import pytest
 
-from glan_assets import glan, registry, stages
-from glan_assets.build import build, plan_build
+from glan_assets import glan, registry
+from glan_assets.build import build, plan_build, train
 from glan_assets.checks import all_checks
-from glan_assets.glan.partitions import discipline_partitions
-from glan_assets.glan.schemas import AnswerRow, DisciplineTableRow
-from glan_assets.ids import stable_id
+from glan_assets.composition import compose
+from glan_assets.ids import content_hash, stable_id
 from glan_assets.levels import Level, level_asset
 from glan_assets.lineage import chain
-from glan_assets.prompting import Prompt
+from glan_assets.methods import Method, MethodSettings
 from glan_assets.results import store_partition
-from glan_assets.settings import Settings
-from glan_assets.stages import Request, Stage
-from resources.llm import LLMResource, Sampling
+from glan_assets.rows import TableRow
+from glan_assets.settings import Settings, SettingsError
+from glan_assets.training.release import export_dataset
+from glan_assets.training.schemas import TrainingPairRow
 from resources.storage import DuckDBStore
-
-SUMMARY = Prompt("summary", "You summarise answers in one sentence.", "Summarise: {answer}")
-SUMMARISE = Stage("summaries", (SUMMARY,), Sampling(temperature=0.0, max_tokens=64))
+from tests.training_rows import HalfLossScorer
 
 
-class SummaryRow(DisciplineTableRow):
-    table: ClassVar[str] = "summaries"
-    id_column: ClassVar[str] = "summary_id"
-    parent_column: ClassVar[str | None] = "answer_id"
-    summary_id: str
-    answer_id: str
-    discipline: str
-    summary: str
+class SheetSettings(dg.ConfigurableResource):
+    """The file whose rows the method copies (`GLAN_SHEETS`): one JSON object a line, with its
+    sheet (the partition), an instruction and a response."""
+
+    sheet_path: str = ""
+
+
+def read_sheets(path: str) -> dict[str, list[dict]]:
+    sheets: dict[str, list[dict]] = {}
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        sheets.setdefault(record["sheet"], []).append(record)
+    return sheets
+
+
+sheet_partitions = dg.DynamicPartitionsDefinition(name="sheet")
+
+
+class SheetRow(TableRow):
+    table: ClassVar[str] = "sheet_rows"
+    id_column: ClassVar[str] = "sheet_row_id"
+    partition_column: ClassVar[str | None] = "sheet"
+    sheet_row_id: str
+    sheet: str
+    instruction: str
+    response: str
 
 
 LEVEL = Level(
-    "summaries", SummaryRow, id_prefix="sum", method="glan", group="generation",
-    description="A one-sentence summary of each answer.", parent="answers", stages=(SUMMARISE,),
-    dedup_column="summary", label="summary", partitions_def=discipline_partitions,
+    "sheet_rows", SheetRow, id_prefix="srow", method="sheets", group="sheets",
+    description="The rows of a sheet, copied.", label="sheet row", partitions_def=sheet_partitions,
+    training_pairs="SELECT sheet_row_id AS source_id, sheet AS group_name, sheet AS task_id, instruction, response "
+    "FROM sheet_rows",
 )
 
 
 @level_asset(LEVEL)
-def summaries(context: dg.AssetExecutionContext, llm: LLMResource, store: DuckDBStore) -> dg.MaterializeResult:
-    answers = store.read(AnswerRow, context.partition_key)
-    batch = stages.run(llm, SUMMARISE, [Request(a.answer_id, SUMMARY.messages(answer=a.answer)) for a in answers])
-    rows = [SummaryRow(summary_id=stable_id(LEVEL.id_prefix, r.request.item_id), answer_id=r.request.item_id,
-                       discipline=context.partition_key, summary=r.text) for r in batch.replies if r.ok]
-    return store_partition(context, store, LEVEL, rows, {SUMMARISE.name: batch})
+def sheet_rows(context: dg.AssetExecutionContext, store: DuckDBStore, sheets: SheetSettings) -> dg.MaterializeResult:
+    key = context.partition_key
+    rows = [SheetRow(sheet_row_id=stable_id(LEVEL.id_prefix, key, i), sheet=key, instruction=r["instruction"],
+                     response=r["response"]) for i, r in enumerate(read_sheets(sheets.sheet_path)[key])]
+    return store_partition(context, store, LEVEL, rows)
+
+
+METHOD = Method(
+    "sheets", (LEVEL,), (sys.modules[__name__],), sheet_partitions,
+    wanted=lambda res: {name: content_hash(rows) for name, rows in read_sheets(res["sheets"].sheet_path).items()},
+    source_file=lambda res: res["sheets"].sheet_path,
+    settings=MethodSettings(SheetSettings, "sheets", "GLAN_SHEETS", "sheet_path"),
+    note="rows copied from a file",
+)
+# The root's line, with one more method: nothing else names it.
+COMPOSED = compose([*registry.REGISTERED, METHOD])
+
+SHEETS = {
+    "greetings": [("How do people greet each other in Japan?",
+                   "People in Japan usually greet each other with a bow, deeper for someone of higher standing."),
+                  ("How do people greet each other in France?",
+                   "Friends in France often greet each other with light kisses on the cheeks, the number "
+                   "varying by region.")],
+    "capitals": [("What is the capital city of Kenya?",
+                  "The capital city of Kenya is Nairobi, which is also its largest city and its commercial centre."),
+                 ("What is the capital city of Peru?",
+                  "The capital city of Peru is Lima, which lies on the Pacific coast in the centre of the country.")],
+}
 
 
 @pytest.fixture
-def registered():
-    """The one registering line, as the method's package would have it."""
-    at = [m.name for m in registry.METHODS].index(glan.METHOD.name)
-    method = registry.METHODS[at]
-    registry.METHODS[at] = dataclasses.replace(method, levels=(*method.levels, LEVEL),
-                                               modules=(*method.modules, sys.modules[__name__]))
-    registry.LEVELS.append(LEVEL)
-    yield
-    registry.LEVELS.remove(LEVEL)
-    registry.METHODS[at] = method
+def sheets(project, monkeypatch) -> Path:
+    path = project.root / "sheets.jsonl"
+    path.write_text("".join(json.dumps({"sheet": s, "instruction": i, "response": r}) + "\n"
+                            for s, rows in SHEETS.items() for i, r in rows))
+    project.env["GLAN_SHEETS"] = str(path)
+    monkeypatch.setenv("GLAN_SHEETS", str(path))  # a run resolves its settings from the environment
+    return path
 
 
-def test_a_new_level_is_built_checked_traced_and_configured_from_its_declaration(registered, project, fake_llm,
-                                                                                  monkeypatch):
-    monkeypatch.setenv("GLAN_SUMMARIES_MODEL", "summariser")  # its settings exist because it declared a stage
-    assert Settings.from_env().llm().stages["summaries"].model == "summariser"
-    assert "summaries_checks" in {c.node_def.name for c in all_checks(registry.LEVELS)}
+def test_a_method_composed_at_the_root_is_configured_built_traced_and_trained_on(project, sheets, fake_llm,
+                                                                                  tmp_path):
+    # Its settings come from its Method: the class, the variable, the resource key.
+    settings = Settings.from_env(project.env, COMPOSED)
+    assert settings.resources()["sheets"].sheet_path == str(sheets)
+    with pytest.raises(SettingsError, match="unknown setting GLAN_SHEETS"):
+        Settings.from_env(project.env, registry.COMPOSED)  # the root's composition does not know it
+    defs = COMPOSED.definitions(settings.resources())
+    assert "build_sheet" in {j.name for j in defs.jobs} and "sheet_sensor" in {s.name for s in defs.sensors}
+    assert "sheet_rows_checks" in {c.node_def.name for c in all_checks(COMPOSED.levels)}
 
-    plan = plan_build(project.instance, project.resources(), only={"discipline": ["Physics", "Astronomy"]},
-                      until="training_set")
-    assert [p.levels[-1] for p in plan.partitions] == ["summaries", "summaries"]
-    assert all(s.success for s in build(project.instance, plan.partitions, workers=1))
+    resources, only = settings.resources(), {"sheet": list(SHEETS)}
+    plan = plan_build(project.instance, resources, only=only, until="training_set", composition=COMPOSED)
+    assert {p.key: p.levels for p in plan.partitions} == {
+        "greetings": ("sheet_rows", "sheets_quality"), "capitals": ("sheet_rows", "sheets_quality")}
+    with mock.patch("glan_assets.quality.levels.load_scorer", lambda model: HalfLossScorer()):
+        assert all(s.success for s in build(project.instance, plan.partitions, workers=1, composition=COMPOSED))
+    assert all(r.success for _, r in train(project.instance, plan.training, None, build_id="b", composition=COMPOSED)
+               if r)
+
+    again = plan_build(project.instance, resources, only=only, until="training_set", composition=COMPOSED)
+    assert again.partitions == [] and again.training == []
 
     store = DuckDBStore(path=str(project.db))
-    (row, *_) = store.read(SummaryRow, "Physics")
-    tables = [type(r).table for r in chain(store, row.summary_id, registry.LEVELS)]
-    assert tables == ["summaries", "answers", "questions", "sessions", "syllabi", "subjects", "disciplines", "fields"]
-    assert [r["model"] for r in fake_llm.requests if "Summarise" in r["messages"][-1]["content"]][0] == "summariser"
+    pairs = [p for p in store.read(TrainingPairRow) if p.source == "sheets"]
+    assert {p.group_name for p in pairs} == set(SHEETS)
+    tables = [type(r).table for r in chain(store, pairs[0].pair_id, COMPOSED.levels)]
+    assert tables == ["training_set", "sheet_rows"]
+    card = export_dataset(store, tmp_path / "release", levels=COMPOSED.levels,
+                          sources=COMPOSED.training.sources)["card"].read_text()
+    assert "- `sheets`: rows copied from a file" in card
 
 
 def test_a_levels_step_leaves_the_older_objects_out_of_its_garbage_collections():
@@ -99,10 +151,10 @@ def test_a_levels_step_leaves_the_older_objects_out_of_its_garbage_collections()
     during = []
 
     @level_asset(dataclasses.replace(LEVEL, partitions_def=None))
-    def summaries() -> None:
+    def sheet_rows() -> None:
         during.append(gc.get_freeze_count())
 
-    assert dg.materialize([summaries]).success
+    assert dg.materialize([sheet_rows]).success
     assert during[0] > 10_000
     assert gc.get_freeze_count() == 0  # nothing is kept that a collection would free
 
@@ -134,7 +186,7 @@ def test_the_command_line_starts_without_torch():
 def test_level_modules_do_not_import_each_other():
     """Upstream levels are named by key, so a level module imports no other level."""
     package = Path(glan.__file__).parent
-    names = {m.__name__.rsplit(".", 1)[1] for m in (*glan.MODULES, *glan.ON_DEMAND)}
+    names = {m.__name__.rsplit(".", 1)[1] for m in (*glan.MODULES, *glan.METHOD.on_demand)}
     for name in names:
         tree = ast.parse((package / f"{name}.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

@@ -20,7 +20,8 @@ from glan_assets.glan.syllabi import WRITE
 from glan_assets.parsing import TRUNCATED
 from glan_assets.results import rejects_of
 from glan_assets.rows import RejectRow
-from glan_assets.settings import Settings, SettingsError
+from glan_assets.registry import settings_from_env
+from glan_assets.settings import SettingsError
 from glan_assets.stages import Request
 from resources.llm import EndpointUnreachable
 from resources.storage import DuckDBStore, to_arrow
@@ -33,7 +34,7 @@ EXTRACT_SESSIONS = [{"role": "user", "content": "Extract the class sessions of t
 
 def llm_from_env(env: dict):
     """The LLM resource the settings build from `env`, initialized as Dagster would."""
-    return Settings.from_env(env).llm().process_config_and_initialize()
+    return settings_from_env(env).llm().process_config_and_initialize()
 
 
 def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(project, fake_llm):
@@ -209,7 +210,7 @@ def test_each_stage_uses_its_own_model_and_sampling(project, fake_llm):
 
 def test_an_unknown_setting_is_refused_before_anything_runs(project):
     with pytest.raises(SettingsError, match="unknown setting GLAN_ANSWER_MODEL"):  # GLAN_ANSWERS_MODEL misspelt
-        Settings.from_env(project.env | {"GLAN_ANSWER_MODEL": "cheap-model"})
+        settings_from_env(project.env | {"GLAN_ANSWER_MODEL": "cheap-model"})
 
 
 def leaves(value: object) -> list[str]:
@@ -284,7 +285,7 @@ def test_the_settings_know_every_secret_and_redaction_masks_them(caplog):
         "DAGSTER_CELERY_BACKEND": "redis://u:backend-pw-4@q/1",
         "OPENAI_BASE_URL": "https://user:url-secret-5@llm.example/v1",
     }
-    found = Settings.from_env(env).secrets()
+    found = settings_from_env(env).secrets()
     for value in ("sk-settings-key-123", "pg-password-1", "dagster-pw-2", "br%40ker-pw-3", "br@ker-pw-3",
                   "backend-pw-4", "url-secret-5"):
         assert value in found

@@ -14,16 +14,16 @@ from glan_assets.dynosaur.schemas import DatasetMetadataRow, InstanceRow, TaskRo
 from glan_assets.ids import stable_id
 from glan_assets.lineage import chain
 from glan_assets.plan import UPSTREAM
-from glan_assets.registry import LEVELS
-from glan_assets.settings import SettingsError, resources_from_env
+from glan_assets.registry import LEVELS, TRAINING, resources_from_env
+from glan_assets.settings import SettingsError
 from glan_assets.training.release import export_dataset
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import TrainingPairRow
-from glan_assets.training.sources import SOURCE_LEVELS
-from glan_assets.training.training_set import LEVEL, training_set
 from glan_assets.uit.schemas import RawInstructionRow, UnifiedRow
 from resources.storage import DuckDBStore, Slice
 from tests.training_rows import QUALITY_ASSETS, materialize_training, teaching_pairs, write_answered_questions
+
+training_set = TRAINING.training_set
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -119,9 +119,9 @@ def store(tmp_path) -> DuckDBStore:
 
 def test_every_level_that_declares_pairs_is_a_source_upstream_of_the_training_set():
     declared = {lv.name for lv in LEVELS if lv.training_pairs}
-    assert declared == {lv.name for lv in SOURCE_LEVELS} == {"answers", "dynosaur_instances", "instructions_unified"}
+    assert declared == {lv.name for lv in TRAINING.sources.levels} == {"answers", "dynosaur_instances", "instructions_unified"}
     scored = {"glan_quality", "dynosaur_quality", "uit_quality"}  # each source's quality level
-    assert set(LEVEL.deps) == declared | scored  # what `glan build` and `sources_version` follow
+    assert set(TRAINING.level.deps) == declared | scored  # what `glan build` and `sources_version` follow
     for name in declared | scored:
         assert isinstance(training_set.get_partition_mapping(dg.AssetKey(name)), dg.AllPartitionMapping)
 
@@ -149,7 +149,7 @@ def test_the_mixture_takes_all_three_sources_each_with_its_source_and_origin(sto
     (origin,) = store.read(InstanceRow, where="instance_id = ?", params=[dyn.source_id])
     assert dyn.instruction == f"{origin.instruction}\n\n{origin.input}" and dyn.response == origin.output
 
-    paths = export_dataset(store, tmp_path / "release", levels=LEVELS)
+    paths = export_dataset(store, tmp_path / "release", levels=LEVELS, sources=TRAINING.sources)
     rows = [json.loads(line) for s in ("train", "test") for line in paths[s].read_text().splitlines()]
     chat = next(r for r in rows if r["source"] == "uit" and len(r["messages"]) > 2)
     assert chat["messages"] == CHAT  # a multi-turn chat keeps every turn

@@ -16,9 +16,7 @@ from glan_assets.build import build, plan_build, train
 from glan_assets.checks import all_checks
 from glan_assets.cli import main
 from glan_assets.plan import CONFIG, NEW
-from glan_assets.quality.levels import QUALITY
-from glan_assets.registry import LEVELS
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import COMPOSED, LEVELS, TRAINING, resources_from_env
 from glan_assets.training.release import export_dataset
 from glan_assets.training.schemas import RemovedPairRow, TrainingPairRow
 from resources.storage import DuckDBStore
@@ -95,7 +93,7 @@ def test_planted_garbage_is_removed_with_its_reason_and_released_pairs_carry_sco
     assert {p.source for p in kept} == set(rules)
     assert all(p.ifd is not None and p.judge_score == 8 and p.quality_flags == "" for p in kept)
 
-    paths = export_dataset(store, tmp_path / "release", levels=LEVELS)
+    paths = export_dataset(store, tmp_path / "release", levels=LEVELS, sources=TRAINING.sources)
     released = [json.loads(line) for s in ("train", "test") for line in paths[s].read_text().splitlines()]
     assert len(released) == len(kept) and all(r["ifd"] is not None and r["judge_score"] == 8 for r in released)
     quality = paths["card"].read_text().split("## Quality", 1)[1]
@@ -144,8 +142,8 @@ def test_a_new_discipline_is_scored_alone(project, fake_llm, monkeypatch):
 def flagged_share(project, method: str, key: str, env: dict) -> dg.AssetCheckEvaluation:
     """The quality level's checks on one partition, as a checks-only run."""
     result = dg.materialize(
-        [QUALITY[method].asset, *all_checks([QUALITY[method].level])],
-        selection=dg.AssetSelection.checks_for_assets(QUALITY[method].asset),
+        [COMPOSED.quality(method).asset, *all_checks([COMPOSED.quality(method).level])],
+        selection=dg.AssetSelection.checks_for_assets(COMPOSED.quality(method).asset),
         tags={"dagster/partition": key},
         instance=project.instance,
         resources=resources_from_env(project.env | env),

@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 from glan_assets.glan.prompts import ANSWER
-from glan_assets.registry import LEVELS
+from glan_assets.registry import LEVELS, TRAINING
 from glan_assets.training.release import export_dataset
 from glan_assets.training.resources import TrainingSettings
-from glan_assets.training.training_set import training_set
 from resources.storage import DuckDBStore
 from tests.training_rows import MODEL, materialize_training, teaching_pairs, write_answered_questions
+
+training_set = TRAINING.training_set
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -39,7 +40,8 @@ def front_matter(card: str) -> dict:
 
 def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path):
     out = tmp_path / "release"
-    paths = export_dataset(store, out, sampling={"answers": {"temperature": 0.7, "top_p": 0.95}}, levels=LEVELS)
+    paths = export_dataset(store, out, sampling={"answers": {"temperature": 0.7, "top_p": 0.95}}, levels=LEVELS,
+                           sources=TRAINING.sources)
     names = ("pairs_per_group", "response_lengths", "removed_by_reason", "quality_signals")
     images = {f"image_{n}": out / f"images/{n}.png" for n in names}
     assert paths == {"train": out / "data/train.jsonl", "test": out / "data/test.jsonl", "card": out / "README.md"} | images
@@ -74,7 +76,7 @@ def test_jsonl_export_is_a_dataset_folder_with_splits_and_a_card(store, tmp_path
 
 
 def test_the_card_shows_its_pictures_drawn_from_the_rows(store, tmp_path):
-    paths = export_dataset(store, tmp_path / "a", levels=LEVELS)
+    paths = export_dataset(store, tmp_path / "a", levels=LEVELS, sources=TRAINING.sources)
     card = paths["card"].read_text()
     pictures = {k: p for k, p in paths.items() if k.startswith("image_")}
     assert len(pictures) == 4
@@ -86,13 +88,13 @@ def test_the_card_shows_its_pictures_drawn_from_the_rows(store, tmp_path):
     # Drawn from the rows: other rows, other pictures.
     with store.connect() as con:
         con.execute("DELETE FROM training_set WHERE split = 'test'")
-    again = export_dataset(store, tmp_path / "b", levels=LEVELS)
+    again = export_dataset(store, tmp_path / "b", levels=LEVELS, sources=TRAINING.sources)
     assert again["image_pairs_per_group"].read_bytes() != pictures["image_pairs_per_group"].read_bytes()
 
 
 def test_parquet_export_holds_the_same_rows(store, tmp_path):
-    jsonl = export_dataset(store, tmp_path / "a", levels=LEVELS)
-    parquet = export_dataset(store, tmp_path / "b", fmt="parquet", levels=LEVELS)
+    jsonl = export_dataset(store, tmp_path / "a", levels=LEVELS, sources=TRAINING.sources)
+    parquet = export_dataset(store, tmp_path / "b", fmt="parquet", levels=LEVELS, sources=TRAINING.sources)
     assert parquet["train"].name == "train.parquet"
     assert pq.read_table(parquet["train"]).to_pylist() == [json.loads(x) for x in jsonl["train"].read_text().splitlines()]
     assert front_matter(parquet["card"].read_text())["configs"][0]["data_files"][1]["path"] == "data/test.parquet"
@@ -106,7 +108,7 @@ def test_the_release_loads_with_datasets_and_its_messages_fit_a_chat_template(st
     from resources.local_models import local_model_dir
 
     out = tmp_path / "release"
-    export_dataset(store, out, fmt, levels=LEVELS)
+    export_dataset(store, out, fmt, levels=LEVELS, sources=TRAINING.sources)
     dataset = load_dataset(str(out), cache_dir=str(tmp_path / "hf_cache"))
     assert {split: dataset[split].num_rows for split in dataset} == {"train": 12, "test": 4}
     row = dataset["train"][0]
@@ -122,4 +124,5 @@ def test_the_release_loads_with_datasets_and_its_messages_fit_a_chat_template(st
 
 def test_exporting_before_the_training_set_is_built_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="materialize the training_set asset first"):
-        export_dataset(DuckDBStore(path=str(tmp_path / "empty.duckdb")), tmp_path / "out", levels=LEVELS)
+        export_dataset(DuckDBStore(path=str(tmp_path / "empty.duckdb")), tmp_path / "out", levels=LEVELS,
+                       sources=TRAINING.sources)

@@ -14,7 +14,7 @@ from glan_assets.definitions import defs
 from glan_assets.glan.partitions import discipline_partitions
 from glan_assets.glan.schemas import AnswerRow
 from glan_assets.plan import NEW, NODE
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import resources_from_env
 from resources.storage import DuckDBStore
 
 GLAN = (*(lv.name for lv in glan.LEVELS), "glan_quality")  # fields ... answers, then its quality level

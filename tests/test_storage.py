@@ -14,7 +14,7 @@ from glan_assets.glan import sessions
 from glan_assets.glan.schemas import SessionRow
 from glan_assets.results import store_partition
 from glan_assets.rows import RejectRow, TableRow
-from glan_assets.settings import Settings
+from glan_assets.registry import settings_from_env
 from resources import storage
 from resources.storage import DuckDBStore, Slice
 
@@ -206,7 +206,7 @@ def test_an_export_larger_than_its_memory_limit_spills_to_disk(store, tmp_path):
 def test_an_export_memory_limit_duckdb_cannot_read_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("GLAN_DB", str(tmp_path / "glan.duckdb"))
     monkeypatch.setenv("GLAN_EXPORT_MEMORY_LIMIT", "lots")
-    store = Settings.from_env().store()
+    store = settings_from_env().store()
     with pytest.raises(ValueError, match="memory limit 'lots' \\(GLAN_EXPORT_MEMORY_LIMIT\\)"):
         with store.connect(memory_limit=store.export_memory_limit):
             pass

@@ -13,14 +13,11 @@ import yaml
 from glan_assets.dynosaur.instances import dynosaur_instances
 from glan_assets.glan.answers import answers
 from glan_assets.lineage import chain
-from glan_assets.registry import LEVELS
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import LEVELS, TRAINING, resources_from_env
 from glan_assets.training.curation import load_benchmarks
-from glan_assets.training.model_checkpoint import model_checkpoint
 from glan_assets.training.recipes import load_recipes
 from glan_assets.training.resources import DEFAULT_BENCHMARKS, DEFAULT_RECIPES, TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.training_set import training_set
 from glan_assets.uit.unified import instructions_unified
 from resources.local_models import local_model_dir, resolve_model
 from resources.storage import DuckDBStore
@@ -37,6 +34,8 @@ from resources.trainer import (
     train_lora,
 )
 from tests.training_rows import QUALITY_ASSETS, materialize_training, teaching_pairs, write_answered_questions
+
+training_set, model_checkpoint = TRAINING.training_set, TRAINING.checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -10,9 +10,8 @@ from unittest import mock
 import dagster as dg
 
 from glan_assets.lineage import ensure_lineage_views
-from glan_assets.quality.levels import QUALITY
 from glan_assets.quality.settings import QualitySettings
-from glan_assets.registry import LEVELS, METHODS, level
+from glan_assets.registry import COMPOSED, LEVELS, METHODS, level
 from glan_assets.training.resources import TrainingSettings
 from resources.llm import LLMResource
 from resources.scorer import PairLoss
@@ -30,7 +29,7 @@ from glan_assets.ids import stable_id
 from resources.storage import DuckDBStore, Slice
 
 MODEL = "test-model"
-QUALITY_ASSETS = [q.asset for q in QUALITY.values()]
+QUALITY_ASSETS = [q.asset for q in COMPOSED.qualities]
 
 
 def write_answered_questions(
@@ -118,14 +117,15 @@ def score_quality(store: DuckDBStore, instance: dg.DagsterInstance, quality: Qua
     resources = {"store": store, "quality": quality, "training": TrainingSettings(source_caps={}),
                  "llm": LLMResource(cache_path=str(store.path) + ".llm_cache.sqlite")}
     for method in METHODS:
-        source = level(QUALITY[method.name].level.parent)
+        source = level(COMPOSED.quality(method.name).level.parent)
         if source.name not in tables:
             continue
         keys = [r["g"] for r in store.query(f"SELECT DISTINCT group_name AS g FROM ({source.training_pairs}) ORDER BY 1")]
         instance.add_dynamic_partitions(method.partitions.name, keys)
         with mock.patch("glan_assets.quality.levels.load_scorer", lambda model: HalfLossScorer()):
             for key in keys:
-                dg.materialize([QUALITY[method.name].asset], partition_key=key, instance=instance, resources=resources)
+                dg.materialize([COMPOSED.quality(method.name).asset], partition_key=key, instance=instance,
+                               resources=resources)
 
 
 def materialize_training(assets, store: DuckDBStore, training: TrainingSettings, instance: dg.DagsterInstance,

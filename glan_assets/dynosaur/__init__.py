@@ -7,7 +7,9 @@ times every kept task as an instance. The cost is one call per dataset, not one 
 from glan_assets.dynosaur import instances, metadata, tasks
 from glan_assets.dynosaur.partitions import dataset_partitions
 from glan_assets.dynosaur.contexts import WORKED_EXAMPLES, dynosaur_contexts
-from glan_assets.methods import Method
+from glan_assets.dynosaur.fake_replies import fake_reply
+from glan_assets.dynosaur.resources import DynosaurSettings
+from glan_assets.methods import Method, MethodSettings
 
 MODULES = [metadata, tasks, instances]
 LEVELS = [m.LEVEL for m in MODULES]
@@ -19,9 +21,10 @@ METHOD = Method(
     dataset_partitions,
     wanted=lambda res: {name: e.fingerprint for name, e in res["dynosaur"].registry().entries.items()},
     source_file=lambda res: res["dynosaur"].registry_path,
-    resource_keys=frozenset({"dynosaur"}),
+    settings=MethodSettings(DynosaurSettings, "dynosaur", "GLAN_DATASETS", "registry_path"),
     prunes=lambda res: res["dynosaur"].sensor_prunes,
     note="Dynosaur (Yin et al., 2023): instructions an LLM wrote for existing annotated datasets, over their rows",
     worked_examples=WORKED_EXAMPLES,
     contexts=dynosaur_contexts,
+    fake_reply=fake_reply,
 )

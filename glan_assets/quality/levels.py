@@ -1,4 +1,5 @@
-"""The quality level of each method, declared once: `quality_level` builds it for a method.
+"""The quality level of each method, declared once: `quality_level` builds it for a method
+the root hands in.
 
 `<method>_quality` comes after the method's last level, partitioned like it, so a new
 discipline, dataset or collection is scored alone. One row per pair the training set can
@@ -10,7 +11,6 @@ an unusable verdict is a reject with its reason. Selection by these signals happ
 training set, so a changed threshold re-selects from these rows without a call.
 """
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from glan_assets.rows import TableRow
 from glan_assets.stages import Batch
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import pair_id_of
-from glan_assets.training.sources import GENERATION_METHODS, capped_sql
+from glan_assets.training.sources import capped_sql
 from resources.llm import LLMResource
 from resources.local_models import resolve_model
 from resources.scorer import load_scorer
@@ -181,13 +181,6 @@ def quality_level(method: Method) -> Quality:
     return Quality(level, _quality)
 
 
-QUALITY: dict[str, Quality] = {m.name: quality_level(m) for m in GENERATION_METHODS}
-LEVELS = [q.level for q in QUALITY.values()]
-# Every method's quality asset in a list here, which `load_assets_from_modules` reads.
-ASSETS = [q.asset for q in QUALITY.values()]
-
-
-def with_quality(method: Method) -> Method:
-    """The method with its quality level after its last one (this module defines the asset)."""
-    return replace(method, levels=(*method.levels, QUALITY[method.name].level),
-                   modules=(*method.modules, sys.modules[__name__]))
+def with_quality(method: Method, quality: Quality) -> Method:
+    """The method with its quality level after its last one."""
+    return replace(method, levels=(*method.levels, quality.level))

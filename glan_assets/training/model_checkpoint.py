@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +22,6 @@ from glan_assets.training.partitions import recipe_partitions
 from glan_assets.training.recipes import TrainingRecipe
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import TrainingPairRow
-from glan_assets.training.sources import SOURCE_NOTES
 from resources.local_models import PACKAGED_MODELS, packaged_name
 from resources.storage import DuckDBStore
 from resources.trainer import PLAIN_TEMPLATE, LossReport, Pair, TrainingRun, TrainingStep, fine_tune
@@ -71,8 +70,11 @@ def loss_table(base: LossReport, tuned: LossReport) -> str:
     return markdown_table(records, limit=len(records))
 
 
-def model_card(recipe: TrainingRecipe, run: TrainingRun, pairs: Sequence[TrainingPairRow], version: str) -> str:
-    """A Hugging Face model card: front matter the hub reads, then how the adapter was made."""
+def model_card(
+    recipe: TrainingRecipe, run: TrainingRun, pairs: Sequence[TrainingPairRow], version: str, notes: Mapping[str, str]
+) -> str:
+    """A Hugging Face model card: front matter the hub reads, then how the adapter was made;
+    `notes`: what each source is."""
     base = run.base_model
     packaged = packaged_name(recipe.base_model)
     front: dict = {"library_name": "peft", "pipeline_tag": "text-generation"}
@@ -103,7 +105,7 @@ def model_card(recipe: TrainingRecipe, run: TrainingRun, pairs: Sequence[Trainin
         f"# {recipe.name}: a LoRA adapter for {base}",
         recipe.description,
         "Trained with glan on instruction/response pairs, with the loss on response tokens only. "
-        "The pairs come from:\n" + "\n".join(f"- `{s}`: {SOURCE_NOTES.get(s, s)}" for s in mix),
+        "The pairs come from:\n" + "\n".join(f"- `{s}`: {notes.get(s, s)}" for s in mix),
         "## Use",
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         f'base = AutoModelForCausalLM.from_pretrained("{base}")\n'
@@ -144,78 +146,84 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-@dg.asset(
-    partitions_def=recipe_partitions,
-    deps=["training_set"],
-    group_name="training",
-    code_version="2",
-    kinds={"pytorch"},
-    owners=["team:data"],
-    description="LoRA adapters trained with a recipe (the partition, from `GLAN_RECIPES`) on the "
-    "training set's train split, loss on response tokens only; held-out loss of the base and "
-    "the tuned model. A Hugging Face model folder under `GLAN_CHECKPOINTS/<recipe>`: the adapter "
-    "(naming its base model by hub id), the tokenizer, recipe.json and a model card.",
-)
-def model_checkpoint(
-    context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings
-) -> dg.MaterializeResult:
-    recipe = training.recipe(context.partition_key)
-    pairs = store.read(TrainingPairRow)
-    train = [p for p in pairs if p.split == "train"]
-    test = [p for p in pairs if p.split == "test"]
-    # The version of the rows read here: exactly what the adapter was trained on.
-    version = data_version(pairs)
-    context.log.info(f"recipe {recipe.name}: {recipe.base_model}, {len(train)} train and {len(test)} test pairs")
+def model_checkpoint_asset(notes: Mapping[str, str]) -> dg.AssetsDefinition:
+    """The asset, its model card saying what each source is (`notes`, from the methods the root
+    composes)."""
 
-    target = training.checkpoint_dir(recipe.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    @dg.asset(
+        partitions_def=recipe_partitions,
+        deps=["training_set"],
+        group_name="training",
+        code_version="2",
+        kinds={"pytorch"},
+        owners=["team:data"],
+        description="LoRA adapters trained with a recipe (the partition, from `GLAN_RECIPES`) on the "
+        "training set's train split, loss on response tokens only; held-out loss of the base and "
+        "the tuned model. A Hugging Face model folder under `GLAN_CHECKPOINTS/<recipe>`: the adapter "
+        "(naming its base model by hub id), the tokenizer, recipe.json and a model card.",
+    )
+    def model_checkpoint(
+        context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings
+    ) -> dg.MaterializeResult:
+        recipe = training.recipe(context.partition_key)
+        pairs = store.read(TrainingPairRow)
+        train = [p for p in pairs if p.split == "train"]
+        test = [p for p in pairs if p.split == "test"]
+        # The version of the rows read here: exactly what the adapter was trained on.
+        version = data_version(pairs)
+        context.log.info(f"recipe {recipe.name}: {recipe.base_model}, {len(train)} train and {len(test)} test pairs")
 
-    def log_step(step: TrainingStep) -> None:
-        if step.step % max(1, step.total_steps // 50) == 0 or step.step == step.total_steps:
-            context.log.info(str(step))
+        target = training.checkpoint_dir(recipe.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.new")
+        shutil.rmtree(staging, ignore_errors=True)
 
-    run = fine_tune(recipe, as_pairs(train), as_pairs(test), staging, on_step=log_step,
-                    cache_root=Path(training.model_cache))
-    (staging / "training_data_version.txt").write_text(version + "\n")
-    png = loss_curve_png(run.steps)
-    (staging / LOSS_CURVE).write_bytes(png)
-    # Replaces the template PEFT writes.
-    (staging / "README.md").write_text(model_card(recipe, run, pairs, version))
-    replace_dir(staging, target)
+        def log_step(step: TrainingStep) -> None:
+            if step.step % max(1, step.total_steps // 50) == 0 or step.step == step.total_steps:
+                context.log.info(str(step))
 
-    metadata: dict = {
-        "recipe": recipe.name,
-        RECIPE_VERSION: recipe.version,
-        "base_model": run.base_model,
-        "device": run.device,
-        "checkpoint": dg.MetadataValue.path(str(target)),
-        TRAINING_DATA_VERSION: version,
-        "train_pairs": run.examples,
-        # The mixture it was trained on: per source, its train and test pairs.
-        "mixture": dg.MetadataValue.json(mixture(pairs)),
-        **{f"train_pairs_{s}": m["train"] for s, m in mixture(pairs).items()},
-        "truncated_away": run.truncated_away,
-        "steps": len(run.steps),
-        "final_train_loss": run.steps[-1].loss,
-        "tokens": run.tokens,
-        "tokens_per_s": round(run.tokens_per_s, 1),
-        "train_seconds": round(run.seconds, 1),
-        "loss_curve": dg.MetadataValue.md(
-            f"![loss curve](data:image/png;base64,{base64.b64encode(png).decode()})"
-        ),
-    }
-    if run.base and run.tuned:
-        metadata |= {
-            "heldout_loss_base": run.base.mean_loss,
-            "heldout_loss_tuned": run.tuned.mean_loss,
-            "heldout_tokens": run.tuned.tokens,
-            "heldout_loss_per_group": dg.MetadataValue.md(loss_table(run.base, run.tuned)),
+        run = fine_tune(recipe, as_pairs(train), as_pairs(test), staging, on_step=log_step,
+                        cache_root=Path(training.model_cache))
+        (staging / "training_data_version.txt").write_text(version + "\n")
+        png = loss_curve_png(run.steps)
+        (staging / LOSS_CURVE).write_bytes(png)
+        # Replaces the template PEFT writes.
+        (staging / "README.md").write_text(model_card(recipe, run, pairs, version, notes))
+        replace_dir(staging, target)
+
+        metadata: dict = {
+            "recipe": recipe.name,
+            RECIPE_VERSION: recipe.version,
+            "base_model": run.base_model,
+            "device": run.device,
+            "checkpoint": dg.MetadataValue.path(str(target)),
+            TRAINING_DATA_VERSION: version,
+            "train_pairs": run.examples,
+            # The mixture it was trained on: per source, its train and test pairs.
+            "mixture": dg.MetadataValue.json(mixture(pairs)),
+            **{f"train_pairs_{s}": m["train"] for s, m in mixture(pairs).items()},
+            "truncated_away": run.truncated_away,
+            "steps": len(run.steps),
+            "final_train_loss": run.steps[-1].loss,
+            "tokens": run.tokens,
+            "tokens_per_s": round(run.tokens_per_s, 1),
+            "train_seconds": round(run.seconds, 1),
+            "loss_curve": dg.MetadataValue.md(
+                f"![loss curve](data:image/png;base64,{base64.b64encode(png).decode()})"
+            ),
         }
-        context.log.info(f"held-out loss: base {run.base.mean_loss:.4f}, tuned {run.tuned.mean_loss:.4f}")
-        if run.tuned.mean_loss >= run.base.mean_loss:
-            context.log.warning("the tuned model's held-out loss is not lower than the base model's")
-    else:
-        context.log.warning("no held-out pairs: set GLAN_HELDOUT_PER_DISCIPLINE (per group) above 0 to evaluate")
-    return dg.MaterializeResult(metadata=metadata)
+        if run.base and run.tuned:
+            metadata |= {
+                "heldout_loss_base": run.base.mean_loss,
+                "heldout_loss_tuned": run.tuned.mean_loss,
+                "heldout_tokens": run.tuned.tokens,
+                "heldout_loss_per_group": dg.MetadataValue.md(loss_table(run.base, run.tuned)),
+            }
+            context.log.info(f"held-out loss: base {run.base.mean_loss:.4f}, tuned {run.tuned.mean_loss:.4f}")
+            if run.tuned.mean_loss >= run.base.mean_loss:
+                context.log.warning("the tuned model's held-out loss is not lower than the base model's")
+        else:
+            context.log.warning("no held-out pairs: set GLAN_HELDOUT_PER_DISCIPLINE (per group) above 0 to evaluate")
+        return dg.MaterializeResult(metadata=metadata)
+
+    return model_checkpoint

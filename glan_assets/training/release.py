@@ -22,7 +22,7 @@ from glan_assets.quality.stored import read_rows, summary
 from glan_assets.results import markdown_table
 from glan_assets.training.pictures import draw
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.sources import GROUP_NOUNS, SOURCE_NOTES
+from glan_assets.training.sources import Sources
 from resources.storage import DuckDBStore, to_arrow
 
 # The file names the split; a chat's turns are in `messages`.
@@ -80,9 +80,11 @@ def dataset_card(
     models: Mapping[str, list[str]],
     sampling: Mapping[str, Mapping[str, object]],
     levels: Sequence[Level],
+    training_sources: Sources,
     quality: Mapping[str, dict] | None = None,
 ) -> str:
-    """`quality`: per source, `glan_assets.quality.stored.summary` of its quality rows."""
+    """`training_sources`: what each source is and what its groups are; `quality`: per source,
+    `glan_assets.quality.stored.summary` of its quality rows."""
     total = sum(len(rows) for rows in splits.values())
     sources = sorted({p.source for rows in splits.values() for p in rows})
     removed_by_source = Counter(r.source for r in removed)
@@ -108,7 +110,7 @@ def dataset_card(
         "Instruction/response pairs from "
         + ("one source" if len(sources) == 1 else f"{len(sources)} sources")
         + ":\n"
-        + "\n".join(f"- `{s}`: {SOURCE_NOTES.get(s, s)}" for s in sources)
+        + "\n".join(f"- `{s}`: {training_sources.notes.get(s, s)}" for s in sources)
         + "\n\nEvery pair names its `source` and keeps the id of the row it came from (`source_id`: an "
         "answer, a Dynosaur instance, a UIT unified instance), which `glan lineage` follows to its origin.",
         "## Splits",
@@ -128,7 +130,7 @@ def dataset_card(
         "## Pairs per source and group",
         markdown_table(
             [
-                {"source": src, "field": f or "-", "group": f"{g} ({GROUP_NOUNS.get(src, 'group')})",
+                {"source": src, "field": f or "-", "group": f"{g} ({training_sources.group_nouns.get(src, 'group')})",
                  **{s: per_group[src, f, g, s] for s in splits}}
                 for src, f, g in groups
             ],
@@ -202,13 +204,14 @@ def export_dataset(
     sampling: Mapping[str, Mapping[str, object]] | None = None,
     *,
     levels: Sequence[Level],
+    sources: Sources,
 ) -> dict[str, Path]:
     """Writes the train and test splits, the dataset card and its pictures; returns the paths:
     "train", "test", "card" and "image_<name>".
 
     The card names each generating stage's models (read from the levels' tables) and prompt
-    versions (from `levels`, the registry's); `sampling` (stage -> e.g. {"temperature": 0.7,
-    "top_p": 0.95}) goes beside them, as the tables do not record it.
+    versions (from `levels`, the root's; `sources`: its generation methods); `sampling` (stage
+    -> e.g. {"temperature": 0.7, "top_p": 0.95}) goes beside them, as the tables do not record it.
     """
     if fmt not in ("jsonl", "parquet"):
         raise ValueError(f"format must be jsonl or parquet, not {fmt!r}")
@@ -237,6 +240,7 @@ def export_dataset(
         stage_models(store, levels),
         sampling or {},
         levels,
+        sources,
         {s: summary(rows) for s in sorted({p.source for p in pairs}) if (rows := read_rows(store, s))},
     )
     pictures = draw(out / "images", pairs, store.read(RemovedPairRow))

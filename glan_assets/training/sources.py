@@ -11,30 +11,52 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from glan_assets import dynosaur, glan, uit
 from glan_assets.levels import Level
 from glan_assets.lineage import ensure_lineage_views
+from glan_assets.methods import Method
 from glan_assets.quality.stored import level_name
 from glan_assets.training.schemas import TrainingPairRow, pair_id_of
 from resources.storage import DuckDBStore
 
-# The generation methods the training set reads; the levels are those that declare
-# `training_pairs` (tests/test_mixture.py checks this covers every such level of the registry).
-GENERATION_METHODS = (glan.METHOD, uit.METHOD, dynosaur.METHOD)
-SOURCE_LEVELS: tuple[Level, ...] = tuple(lv for m in GENERATION_METHODS for lv in m.levels if lv.training_pairs)
-SOURCES: tuple[str, ...] = tuple(dict.fromkeys(lv.method for lv in SOURCE_LEVELS))
-# The levels whose lineage views the source levels' SELECTs may read.
-GENERATION_LEVELS: tuple[Level, ...] = tuple(lv for m in GENERATION_METHODS for lv in m.levels)
-# What the training set reads, by name, with its partitions: every source level, then each
-# source's quality level (partitioned like it).
-UPSTREAM: dict[str, dg.PartitionsDefinition] = {
-    **{lv.name: lv.partitions_def for lv in SOURCE_LEVELS},
-    **{level_name(lv.method): lv.partitions_def for lv in SOURCE_LEVELS},
-}
 
-# What each source is, for the model and dataset cards; what one of its groups is, for the card.
-SOURCE_NOTES = {m.name: m.note for m in GENERATION_METHODS}
-GROUP_NOUNS = {m.name: m.noun for m in GENERATION_METHODS}
+@dataclass(frozen=True)
+class Sources:
+    """What the training set reads, from the generation methods the root composes and hands
+    down: the levels that declare `training_pairs`."""
+
+    methods: tuple[Method, ...]
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return tuple(lv for m in self.methods for lv in m.levels if lv.training_pairs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(lv.method for lv in self.levels))
+
+    @property
+    def generation_levels(self) -> tuple[Level, ...]:
+        """The levels whose lineage views the source levels' SELECTs may read."""
+        return tuple(lv for m in self.methods for lv in m.levels)
+
+    @property
+    def upstream(self) -> dict[str, dg.PartitionsDefinition]:
+        """What the training set reads, by name, with its partitions: every source level, then
+        each source's quality level (partitioned like it)."""
+        return {
+            **{lv.name: lv.partitions_def for lv in self.levels},
+            **{level_name(lv.method): lv.partitions_def for lv in self.levels},
+        }
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """What each source is, for the model and dataset cards."""
+        return {m.name: m.note for m in self.methods}
+
+    @property
+    def group_nouns(self) -> dict[str, str]:
+        """What one of a source's groups is, for the dataset card."""
+        return {m.name: m.noun for m in self.methods}
 
 REQUIRED = ("source_id", "group_name", "task_id", "instruction", "response")
 OPTIONAL = ("field_name", "subject_name", "turns")
@@ -55,11 +77,11 @@ class SourceRead:
         return self.available - len(self.pairs)
 
 
-def check_caps(caps: Mapping[str, int]) -> None:
+def check_caps(caps: Mapping[str, int], sources: Sequence[str]) -> None:
     """A cap names a known source and is not negative."""
-    unknown = sorted(set(caps) - set(SOURCES))
+    unknown = sorted(set(caps) - set(sources))
     if unknown:
-        raise ValueError(f"source caps name unknown source(s) {', '.join(unknown)}; the sources are {', '.join(SOURCES)}")
+        raise ValueError(f"source caps name unknown source(s) {', '.join(unknown)}; the sources are {', '.join(sources)}")
     negative = sorted(s for s, n in caps.items() if n < 0)
     if negative:
         raise ValueError(f"source caps must be 0 or more (0 leaves a source out): {', '.join(negative)}")
@@ -93,13 +115,11 @@ def read_source(store: DuckDBStore, level: Level, cap: int | None) -> SourceRead
     return SourceRead(level.name, level.method, available, cap, pairs)
 
 
-def read_sources(
-    store: DuckDBStore, caps: Mapping[str, int], levels: Sequence[Level] = SOURCE_LEVELS
-) -> list[SourceRead]:
+def read_sources(store: DuckDBStore, caps: Mapping[str, int], sources: Sources) -> list[SourceRead]:
     """Every source level whose table exists, under its source's cap."""
-    check_caps(caps)
+    check_caps(caps, sources.names)
     tables = {r["table_name"] for r in store.query("SELECT table_name FROM duckdb_tables()")}
-    present = [lv for lv in levels if lv.name in tables]
+    present = [lv for lv in sources.levels if lv.name in tables]
     if present:
-        ensure_lineage_views(store, GENERATION_LEVELS)  # a source's SELECT may read its method's view
+        ensure_lineage_views(store, sources.generation_levels)  # a source's SELECT may read its method's view
     return [read_source(store, lv, caps.get(lv.method)) for lv in present]

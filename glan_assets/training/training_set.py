@@ -4,6 +4,7 @@ decontaminated and split."""
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -16,31 +17,9 @@ from glan_assets.results import data_version, markdown_table
 from glan_assets.training.curation import curate, load_benchmarks
 from glan_assets.training.resources import TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
-from glan_assets.training.sources import SOURCES, UPSTREAM, SourceRead, read_sources
+from glan_assets.training.sources import SourceRead, Sources, read_sources
 from resources.storage import DuckDBStore, Slice, columns_of
 
-LEVEL = Level(
-    "training_set",
-    TrainingPairRow,
-    id_prefix="pair",
-    method="training",
-    group="training",
-    description="Instruction/response pairs from every source level (GLAN answers, Dynosaur instances, "
-    "UIT unified instances), each with its `source` and its origin row's id, capped per source and task "
-    "(`GLAN_SOURCE_CAPS`), exact and near (MinHash) duplicates removed across sources, pairs sharing a "
-    "13-gram with a benchmark question removed (`GLAN_BENCHMARKS`), and a held-out test split of N pairs "
-    "per discipline, dataset or collection (`GLAN_HELDOUT_PER_DISCIPLINE`). Pairs a quality rule flags, or "
-    "whose IFD or judge score misses its threshold (`GLAN_IFD_MAX`, `GLAN_JUDGE_MIN`, ...), are left out "
-    "first. What was removed and why is in the `training_removed` and `contamination` tables.",
-    # Its rows' parents are in whichever source level they came from (ans_, dinst_, uni_ ids);
-    # every source level and each source's quality level is upstream, so a new partition of
-    # any, or new scores, make it stale.
-    extra_deps=tuple(UPSTREAM),
-    label="pair",
-    other_row_types=(RemovedPairRow,),
-    kinds=frozenset({"duckdb"}),
-    logic_version="3",  # selected by quality
-)
 TABLES = (RemovedPairRow, ContaminationRow, TrainingPairRow)
 
 
@@ -144,82 +123,115 @@ def by_source(reads: list[SourceRead], kept: list[TrainingPairRow], removed: lis
     return found
 
 
-@level_asset(
-    LEVEL,
-    deps=[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in LEVEL.deps],
-    # New source data, or a changed setting or benchmark file (its code version carries them).
-    automation_condition=dg.AutomationCondition.eager()
-    | (
-        dg.AutomationCondition.code_version_changed()
-        & ~dg.AutomationCondition.in_progress()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-    ),
-)
-def training_set(
-    context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings, quality: QualitySettings
-) -> dg.MaterializeResult:
-    # Before reading: a partition written meanwhile makes the next build read it again.
-    sources = sources_version(context.instance, UPSTREAM)
-    try:
-        reads = read_sources(store, training.source_caps)
-    except ValueError as exc:
-        raise dg.Failure(description=str(exc)) from exc
-    pairs = [p for read in reads for p in read.pairs]
-    if not pairs:
-        raise dg.Failure(
-            "no pairs from any source yet: build the answers of a discipline, the instances of a dataset "
-            "or the unified instances of a collection first"
-            + (f" (source caps: {training.source_caps})" if any(r.available for r in reads) else "")
+@dataclass(frozen=True)
+class TrainingSet:
+    level: Level
+    asset: dg.AssetsDefinition
+
+
+def training_set_level(sources: Sources) -> TrainingSet:
+    """The training set's level and asset over the sources the root hands down."""
+    level = Level(
+        "training_set",
+        TrainingPairRow,
+        id_prefix="pair",
+        method="training",
+        group="training",
+        description="Instruction/response pairs from every source level (GLAN answers, Dynosaur instances, "
+        "UIT unified instances), each with its `source` and its origin row's id, capped per source and task "
+        "(`GLAN_SOURCE_CAPS`), exact and near (MinHash) duplicates removed across sources, pairs sharing a "
+        "13-gram with a benchmark question removed (`GLAN_BENCHMARKS`), and a held-out test split of N pairs "
+        "per discipline, dataset or collection (`GLAN_HELDOUT_PER_DISCIPLINE`). Pairs a quality rule flags, or "
+        "whose IFD or judge score misses its threshold (`GLAN_IFD_MAX`, `GLAN_JUDGE_MIN`, ...), are left out "
+        "first. What was removed and why is in the `training_removed` and `contamination` tables.",
+        # Its rows' parents are in whichever source level they came from (ans_, dinst_, uni_ ids);
+        # every source level and each source's quality level is upstream, so a new partition of
+        # any, or new scores, make it stale.
+        extra_deps=tuple(sources.upstream),
+        label="pair",
+        other_row_types=(RemovedPairRow,),
+        kinds=frozenset({"duckdb"}),
+        logic_version="3",  # selected by quality
+    )
+
+    @level_asset(
+        level,
+        deps=[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in level.deps],
+        # New source data, or a changed setting or benchmark file (its code version carries them).
+        automation_condition=dg.AutomationCondition.eager()
+        | (
+            dg.AutomationCondition.code_version_changed()
+            & ~dg.AutomationCondition.in_progress()
+            & ~dg.AutomationCondition.any_deps_in_progress()
+        ),
+    )
+    def training_set(
+        context: dg.AssetExecutionContext, store: DuckDBStore, training: TrainingSettings, quality: QualitySettings
+    ) -> dg.MaterializeResult:
+        # Before reading: a partition written meanwhile makes the next build read it again.
+        upstream_version = sources_version(context.instance, sources.upstream)
+        try:
+            reads = read_sources(store, training.source_caps, sources)
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        pairs = [p for read in reads for p in read.pairs]
+        if not pairs:
+            raise dg.Failure(
+                "no pairs from any source yet: build the answers of a discipline, the instances of a dataset "
+                "or the unified instances of a collection first"
+                + (f" (source caps: {training.source_caps})" if any(r.available for r in reads) else "")
+            )
+        try:
+            good, dropped = select_by_quality(pairs, read_scores(store, sources.names), quality)
+        except ValueError as exc:  # a threshold out of range
+            raise dg.Failure(description=str(exc)) from exc
+        benchmark_items = load_benchmarks(training.benchmarks)
+        result = curate(
+            good,
+            benchmark_items,
+            heldout_per_group=training.heldout_per_discipline,
+            near_dup_threshold=training.near_dup_threshold,
+            num_perm=training.minhash_permutations,
+            shingle_words=training.shingle_words,
+            ngram=training.contamination_ngram,
+            seed=training.split_seed,
         )
-    try:
-        good, dropped = select_by_quality(pairs, read_scores(store, SOURCES), quality)
-    except ValueError as exc:  # a threshold out of range
-        raise dg.Failure(description=str(exc)) from exc
-    benchmark_items = load_benchmarks(training.benchmarks)
-    result = curate(
-        good,
-        benchmark_items,
-        heldout_per_group=training.heldout_per_discipline,
-        near_dup_threshold=training.near_dup_threshold,
-        num_perm=training.minhash_permutations,
-        shingle_words=training.shingle_words,
-        ngram=training.contamination_ngram,
-        seed=training.split_seed,
-    )
-    result.removed = sorted([*dropped, *result.removed], key=lambda r: r.pair_id)
-    drop_outdated_tables(store)
-    # Together, so the audit tables always explain the training set stored beside them.
-    store.replace(
-        [
-            Slice(RemovedPairRow, result.removed),
-            Slice(ContaminationRow, result.contamination),
-            Slice(TrainingPairRow, result.kept),
-        ]
-    )
-    counts = {**result.counts(), "input_pairs": len(pairs), "quality_removed": len(dropped)}
-    mixture = by_source(reads, result.kept, result.removed)
-    context.log.info(", ".join(f"{k} {v}" for k, v in counts.items()))
-    context.log.info("mixture: " + "; ".join(f"{s} {m['train']} train, {m['test']} test" for s, m in mixture.items()))
-    version = data_version(result.kept)
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            **counts,
-            **{f"pairs_{s}": m["train"] + m["test"] for s, m in mixture.items()},
-            DATA_VERSION: version,
-            SOURCES_VERSION: sources,
-            CONFIG_VERSION: config_version(LEVEL, {"store": store, "training": training, "quality": quality}),
-            "quality_removed_by_signal": dg.MetadataValue.json(dict(Counter(r.signal for r in dropped))),
-            "mixture": dg.MetadataValue.json(mixture),
-            "source_caps": dg.MetadataValue.json(dict(training.source_caps)),
-            "benchmark_items": len(benchmark_items),
-            "benchmark_files": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in training.benchmarks) or "_none_"),
-            "per_group": dg.MetadataValue.md(per_group(pairs, result.kept, result.removed)),
-            "contamination": dg.MetadataValue.md(
-                markdown_table(
-                    [c.model_dump(exclude={"contamination_id", "group_name"}) for c in result.contamination],
-                    limit=20,
-                )
-            ),
-        },
-    )
+        result.removed = sorted([*dropped, *result.removed], key=lambda r: r.pair_id)
+        drop_outdated_tables(store)
+        # Together, so the audit tables always explain the training set stored beside them.
+        store.replace(
+            [
+                Slice(RemovedPairRow, result.removed),
+                Slice(ContaminationRow, result.contamination),
+                Slice(TrainingPairRow, result.kept),
+            ]
+        )
+        counts = {**result.counts(), "input_pairs": len(pairs), "quality_removed": len(dropped)}
+        mixture = by_source(reads, result.kept, result.removed)
+        context.log.info(", ".join(f"{k} {v}" for k, v in counts.items()))
+        context.log.info("mixture: " + "; ".join(f"{s} {m['train']} train, {m['test']} test" for s, m in mixture.items()))
+        version = data_version(result.kept)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(version),
+            metadata={
+                **counts,
+                **{f"pairs_{s}": m["train"] + m["test"] for s, m in mixture.items()},
+                DATA_VERSION: version,
+                SOURCES_VERSION: upstream_version,
+                CONFIG_VERSION: config_version(level, {"store": store, "training": training, "quality": quality}),
+                "quality_removed_by_signal": dg.MetadataValue.json(dict(Counter(r.signal for r in dropped))),
+                "mixture": dg.MetadataValue.json(mixture),
+                "source_caps": dg.MetadataValue.json(dict(training.source_caps)),
+                "benchmark_items": len(benchmark_items),
+                "benchmark_files": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in training.benchmarks) or "_none_"),
+                "per_group": dg.MetadataValue.md(per_group(pairs, result.kept, result.removed)),
+                "contamination": dg.MetadataValue.md(
+                    markdown_table(
+                        [c.model_dump(exclude={"contamination_id", "group_name"}) for c in result.contamination],
+                        limit=20,
+                    )
+                ),
+            },
+        )
+
+    return TrainingSet(level, training_set)

@@ -5,10 +5,12 @@ of each task's instruction, scored by a local LM) -> instructions_unified (the i
 their task's lowest-loss instruction). Each registered collection is a partition.
 """
 
-from glan_assets.methods import Method
+from glan_assets.methods import Method, MethodSettings
 from glan_assets.uit import candidates, raw, unified
 from glan_assets.uit.contexts import WORKED_EXAMPLES, uit_contexts
+from glan_assets.uit.fake_replies import fake_reply
 from glan_assets.uit.partitions import collection_partitions
+from glan_assets.uit.resources import UITSettings
 
 MODULES = [raw, candidates, unified]
 LEVELS = [m.LEVEL for m in MODULES]
@@ -20,8 +22,9 @@ METHOD = Method(
     collection_partitions,
     wanted=lambda res: res["uit"].wanted(),
     source_file=lambda res: res["uit"].collections_path,
-    resource_keys=frozenset({"uit"}),
+    settings=MethodSettings(UITSettings, "uit", "GLAN_COLLECTIONS", "collections_path"),
     note="UIT (Liang et al., 2023): existing instruction collections, their instructions moved to one format",
     worked_examples=WORKED_EXAMPLES,
     contexts=uit_contexts,
+    fake_reply=fake_reply,
 )

@@ -10,8 +10,8 @@ import pytest
 
 import glan_assets.definitions  # noqa: F401  (declares every level's asset)
 from glan_assets.plan import config_version
-from glan_assets.registry import LEVELS
-from glan_assets.settings import Settings, SettingsError, resources_from_env, set_process_environment
+from glan_assets.registry import LEVELS, resources_from_env, settings_from_env
+from glan_assets.settings import SettingsError, set_process_environment
 from resources.embedded import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_STATE_DIR
 from resources.local_models import DEFAULT_MODEL_CACHE
 
@@ -54,7 +54,7 @@ MACHINE = {"GLAN_MODEL_CACHE": "~/models", "GLAN_EMBEDDED_STATE": "/srv/embedded
 
 
 def test_the_machine_settings_resolve_from_the_environment_and_reach_their_readers():
-    settings = Settings.from_env(MACHINE)
+    settings = settings_from_env(MACHINE)
     machine = settings.machine
     assert machine.model_cache == Path.home() / "models"
     assert machine.embedded_state == Path("/srv/embedded")
@@ -68,7 +68,7 @@ def test_the_machine_settings_resolve_from_the_environment_and_reach_their_reade
 
 def test_the_machine_settings_default_to_the_user_cache_and_a_home_here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    machine = Settings.from_env({}).machine
+    machine = settings_from_env({}).machine
     assert machine.model_cache == DEFAULT_MODEL_CACHE == Path.home() / ".cache" / "glan" / "models"
     assert machine.embedded_state == DEFAULT_STATE_DIR == Path.home() / ".cache" / "glan" / "embedded"
     assert machine.embedded_idle_timeout_s == DEFAULT_IDLE_TIMEOUT_S
@@ -77,7 +77,7 @@ def test_the_machine_settings_default_to_the_user_cache_and_a_home_here(tmp_path
 
 def test_a_bad_idle_timeout_is_a_settings_error_naming_it():
     with pytest.raises(SettingsError, match="GLAN_EMBEDDED_IDLE_TIMEOUT='soon'"):
-        Settings.from_env({"GLAN_EMBEDDED_IDLE_TIMEOUT": "soon"}).machine
+        settings_from_env({"GLAN_EMBEDDED_IDLE_TIMEOUT": "soon"}).machine
 
 
 def test_where_models_and_state_are_kept_is_in_no_level_version():
@@ -87,9 +87,9 @@ def test_where_models_and_state_are_kept_is_in_no_level_version():
 
 
 def test_the_process_environment_is_the_settings_own_plus_what_others_read():
-    env = Settings.from_env({"A": "1", "DAGSTER_HOME": "/srv/home"}).process_environment()
+    env = settings_from_env({"A": "1", "DAGSTER_HOME": "/srv/home"}).process_environment()
     assert env == {"A": "1", "DAGSTER_HOME": "/srv/home", "OMP_WAIT_POLICY": "PASSIVE"}
-    kept = Settings.from_env({"OMP_WAIT_POLICY": "ACTIVE"}).process_environment()
+    kept = settings_from_env({"OMP_WAIT_POLICY": "ACTIVE"}).process_environment()
     assert kept["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's value stays
 
 
@@ -97,5 +97,5 @@ def test_set_process_environment_makes_this_process_run_with_the_settings(monkey
     """What a build worker does with its caller's environment: a variable only the fork server
     had is gone, the caller's are there."""
     monkeypatch.setattr(os, "environ", {"ONLY_IN_THE_FORK_SERVER": "1", "A": "old"})
-    set_process_environment(Settings.from_env({"A": "new", "DAGSTER_HOME": "/srv/home"}))
+    set_process_environment(settings_from_env({"A": "new", "DAGSTER_HOME": "/srv/home"}))
     assert os.environ == {"A": "new", "DAGSTER_HOME": "/srv/home", "OMP_WAIT_POLICY": "PASSIVE"}

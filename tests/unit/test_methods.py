@@ -7,8 +7,7 @@ import dagster as dg
 import pytest
 
 from glan_assets import glan
-from glan_assets.registry import METHODS, level
-from glan_assets.training.sources import GENERATION_METHODS, UPSTREAM
+from glan_assets.registry import METHODS, TRAINING, level
 
 
 def test_every_level_of_a_method_names_that_method_and_its_partitions():
@@ -24,9 +23,10 @@ def test_a_level_that_disagrees_with_its_method_is_refused(change):
 
 
 def test_the_training_sets_upstream_is_the_levels_it_names():
-    assert list(UPSTREAM) == ["answers", "instructions_unified", "dynosaur_instances",
+    upstream = TRAINING.sources.upstream
+    assert list(upstream) == ["answers", "instructions_unified", "dynosaur_instances",
                               "glan_quality", "uit_quality", "dynosaur_quality"]
-    for name, partitions in UPSTREAM.items():
+    for name, partitions in upstream.items():
         assert level(name).partitions_def is partitions, name
 
 
@@ -34,7 +34,6 @@ def test_every_method_says_what_its_pairs_are_for_the_cards():
     assert all(m.note and m.noun for m in METHODS)
 
 
-def test_the_training_sets_methods_are_the_registrys():
-    """The training package lists its generation methods itself (`glan build` reads its level
-    at import); this keeps that list and the registry's from drifting apart."""
-    assert [m.name for m in GENERATION_METHODS] == [m.name for m in METHODS]
+
+def test_the_training_set_reads_the_methods_the_root_composes():
+    assert [m.name for m in TRAINING.sources.methods] == [m.name for m in METHODS]

@@ -10,8 +10,7 @@ import dagster as dg
 import glan_assets.definitions  # noqa: F401  (declares every level's asset)
 from glan_assets.levels import Level, resource_keys
 from glan_assets.plan import config_version
-from glan_assets.registry import LEVELS, level
-from glan_assets.settings import resources_from_env
+from glan_assets.registry import LEVELS, level, resources_from_env
 from resources.versioning import InputFiles, ReadBy, Unversioned, file_digest, settings_version
 
 ROOT = Path(__file__).resolve().parents[2]
