@@ -3,12 +3,13 @@ resources the settings resolve from the environment when the location loads."""
 
 import dagster as dg
 
+from glan_assets.batches import batch_sensor
 from glan_assets.checks import all_checks
 from glan_assets.dynosaur.definitions import defs as dynosaur_defs
 from glan_assets.glan.definitions import defs as glan_defs
 from glan_assets.orphans import orphaned_runs_sensor
 from glan_assets.plan import with_input_versions
-from glan_assets.registry import LEVELS
+from glan_assets.registry import LEVELS, METHODS
 from glan_assets.settings import Settings, set_process_environment
 from glan_assets.training.definitions import defs as training_defs
 from glan_assets.uit.definitions import defs as uit_defs
@@ -25,7 +26,7 @@ def defs() -> dg.Definitions:
         # and the training set's automation agree with `glan build`'s plan.
         assets=with_input_versions(merged.assets, LEVELS, resources),
         jobs=merged.jobs,
-        sensors=[*merged.sensors, orphaned_runs_sensor],
+        sensors=[*merged.sensors, orphaned_runs_sensor, batch_sensor(METHODS, merged.jobs)],
         asset_checks=all_checks(LEVELS),
         resources=resources,
     )

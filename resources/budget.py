@@ -74,9 +74,11 @@ class SpendLedger:
 
     def last_latency(self) -> tuple[float, int] | None:
         """Mean seconds per call of the last build that sent any, and its calls; None if none did."""
+        # A batch's calls (`resources.batch`, in rows `batch:<id>`) took no latency of their own.
+        online = "calls > 0 AND run_id NOT LIKE 'batch:%'"
         row = self._con.execute(
-            "SELECT sum(latency_s), sum(calls) FROM spend WHERE build_id ="
-            " (SELECT build_id FROM spend WHERE calls > 0 ORDER BY updated_at DESC LIMIT 1)"
+            f"SELECT sum(latency_s), sum(calls) FROM spend WHERE {online} AND build_id ="
+            f" (SELECT build_id FROM spend WHERE {online} ORDER BY updated_at DESC LIMIT 1)"
         ).fetchone()
         return (row[0] / row[1], row[1]) if row and row[1] else None
 
