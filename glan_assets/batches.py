@@ -6,8 +6,8 @@ downloaded, shows each one's progress in the UI as an observation of its level's
 (`batch_status`, `completed`, `failed`, `total`), downloads those that have ended into the
 response cache, and asks for a run of the level and the levels below it in its partition:
 that run finds its answers cached and materializes, or sends what failed in the next batch.
-A batch cancelled by hand is downloaded (its answered lines are kept) but not followed by a
-run: `glan build` sends the rest when asked.
+A batch cancelled by hand, or refused as a whole, is downloaded (its answered lines are kept)
+but not followed by a run: `glan build` sends the rest when asked.
 """
 
 from collections.abc import Sequence
@@ -18,6 +18,10 @@ from glan_assets.methods import Method
 from glan_assets.sensors import JOB_OF
 from resources import batch
 from resources.batch import BatchRecord, in_flight
+
+# A batch cancelled by hand, or refused as a whole, is downloaded but not followed by a run:
+# `glan build` sends what it left unanswered when asked.
+STOPPED = ("cancelled", "failed")
 from resources.llm import LLMResource
 
 
@@ -63,7 +67,7 @@ def batch_sensor(methods: Sequence[Method], jobs: Sequence) -> dg.SensorDefiniti
         requests = []
         for b in polled:
             context.log.info(describe_batch(b))
-            if b.downloaded and b.status != "cancelled":
+            if b.downloaded and b.status not in STOPPED:
                 job, levels = levels_from(methods, b.level)
                 requests.append(dg.RunRequest(
                     run_key=f"batch-{b.batch_id}", job_name=job, partition_key=b.partition_key,

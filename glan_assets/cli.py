@@ -30,7 +30,7 @@ from glan_assets.build import (
     train,
     write_log,
 )
-from glan_assets.batches import describe_batch, poll_batches
+from glan_assets.batches import STOPPED, describe_batch, poll_batches
 from glan_assets.estimate import describe, estimate_build
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
@@ -338,7 +338,7 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
 def _after_batches(llm, plan: BuildPlan, summaries: list[PartitionSummary]) -> tuple[list, dict[str, str]]:
     """Poll until one of the batches ends. Returns the plans that build on from the levels whose
     batches have ended (a level whose batch failed in part sends the rest in a new batch), and
-    why the partitions whose batch was cancelled by hand stop here."""
+    why the partitions whose batch was cancelled by hand or refused stop here."""
     keys = {b.batch_id for s in summaries for b in s.batches}
     click.echo(f"waiting on {len(keys)} LLM batch(es), polling every {llm.batch_poll_s:g}s (GLAN_BATCH_POLL)")
     while not (ended := [b for b in poll_batches(llm) if b.ended and b.batch_id in keys]):
@@ -350,8 +350,8 @@ def _after_batches(llm, plan: BuildPlan, summaries: list[PartitionSummary]) -> t
     again, stopped = [], {}
     for s in summaries:
         mine = [b for b in s.batches if b.batch_id in ended_ids]
-        if cancelled := [b for b in mine if b.status == "cancelled"]:
-            stopped[s.partition] = f"{describe_batch(cancelled[0])}; `glan build` sends what it left unanswered"
+        if halted := [b for b in mine if b.status in STOPPED]:
+            stopped[s.partition] = f"{describe_batch(halted[0])}; `glan build` sends what it left unanswered"
         elif mine:
             p = planned[s.partition]
             first = min(p.levels.index(b.level) for b in mine)

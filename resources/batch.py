@@ -39,7 +39,7 @@ URL = "/v1/chat/completions"
 WINDOW = "24h"  # the only completion window OpenAI offers
 ENDED = ("completed", "expired", "cancelled", "failed")
 # A failed line with one of these goes again in the next batch; any other is its request's error.
-RETRYABLE = {"batch_expired", "batch_cancelled", "rate_limit_exceeded", "server_error", "timeout"}
+RETRYABLE = {"batch_expired", "batch_cancelled", "batch_failed", "rate_limit_exceeded", "server_error", "timeout"}
 
 
 class BatchPending(Exception):
@@ -49,10 +49,6 @@ class BatchPending(Exception):
         how = "waiting on batch" if attached else "sent as batch"
         super().__init__(f"{requests} LLM requests {how} {batch_id}; the level is built once it has ended")
         self.batch_id, self.requests, self.attached = batch_id, requests, attached
-
-
-class BatchRefused(RuntimeError):
-    """The Batch API refused the batch as a whole (a bad file); sending it again would not help."""
 
 
 @dataclass(frozen=True)
@@ -239,8 +235,6 @@ def submit(api: openai.OpenAI, book: BatchBook, level: str, partition_key: str |
     had = book.open_batch(level, partition_key, keys)
     if had is not None and not had.downloaded:
         return BatchPending(had.batch_id, had.requests, attached=True)
-    if had is not None and had.status == "failed":
-        raise BatchRefused(f"batch {had.batch_id} with these same requests was refused: {had.error}")
     try:
         uploaded = api.files.create(file=(f"{level}.jsonl", jsonl(pending), "application/jsonl"), purpose="batch")
         batch = api.batches.create(
@@ -323,9 +317,9 @@ def _download(api: openai.OpenAI, book: BatchBook, cache_path: str | Path, batch
             code = error.get("code") or (_code_of(status) if status else "unknown")
             failures.append((key, str(code), redact(str(error.get("message") or f"HTTP {status}"))))
         failed = {key for key, _, _ in failures}
-        # A line neither answered nor in the error file (a batch that failed as a whole) goes again.
-        failures += [(key, f"batch_{batch.status}", f"not answered: the batch {batch.status}")
-                     for key in asked if key not in answered and key not in failed]
+        # A line neither answered nor in the error file (a batch refused as a whole) goes again.
+        why = record.error or f"not answered: the batch {batch.status}"
+        failures += [(key, f"batch_{batch.status}", why) for key in asked if key not in answered and key not in failed]
         if spend.calls:  # the submitting build's spend, in a row of the batch's own
             ledger.add(f"batch:{batch_id}", record.build_id or record.run_id, spend)
         book.downloaded(batch_id, failures)

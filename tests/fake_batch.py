@@ -6,7 +6,8 @@ is set it stays there, else it runs at that retrieve, at once. Switches: `expire
 many lines, then the batch expires and the rest are `batch_expired`), `fail_every` (every
 n-th line answered 500). Cancelling (by hand, through the SDK) answers `answer_before_cancel`
 lines and cancels the rest. A file whose lines are not `{"custom_id", "method": "POST",
-"url", "body"}` with unique ids fails the batch, as OpenAI's validation does.
+"url", "body"}` with unique ids fails the batch, as OpenAI's validation does; so does every
+batch while `refuse` is set.
 """
 
 import email.parser
@@ -34,6 +35,7 @@ class FakeBatchAPI:
         self.expire_after: int | None = None
         self.fail_every = 0
         self.answer_before_cancel = 0
+        self.refuse = False  # fail every batch's validation
         self.uploads: list[bytes] = []
         self._ids = itertools.count(1)
 
@@ -87,6 +89,8 @@ class FakeBatchAPI:
             if set(line) != {"custom_id", "method", "url", "body"} or line["method"] != "POST"
             or line["url"] != body["endpoint"] or not {"model", "messages"} <= set(line["body"])
         ]
+        if self.refuse:
+            problems.append({"code": "invalid_model", "message": "the model is not available for batches", "line": None})
         if len(set(ids)) != len(ids):
             problems.append({"code": "duplicate_custom_id", "message": "custom ids repeat", "line": None})
         if problems:

@@ -19,6 +19,7 @@ import pytest
 
 from glan_assets import stages
 from glan_assets.batches import poll_batches
+from glan_assets.estimate import describe, estimate_build
 from glan_assets.glan.answers import RESPOND
 from glan_assets.glan.sessions import EXTRACT
 from glan_assets.settings import Settings, SettingsError
@@ -161,6 +162,38 @@ def test_a_batch_cancelled_by_hand_keeps_what_was_answered(project, fake_llm):
     with pytest.raises(BatchPending) as rest:
         stages.run(llm, RESPOND, QUESTIONS)
     assert rest.value.requests == 4
+
+
+def test_a_batch_the_api_refuses_says_why_and_goes_again_when_asked(project, fake_llm):
+    llm = llm_of(batch_env(project, GLAN_MAX_RETRIES="1"))
+    fake_llm.batch_api.refuse = True
+    with pytest.raises(BatchPending):
+        stages.run(llm, RESPOND, QUESTIONS)
+    (refused,) = poll_batches(llm)
+    assert (refused.status, refused.error) == ("failed", "invalid_model: the model is not available for batches")
+
+    fake_llm.batch_api.refuse = False
+    assert all(r.ok for r in until_answered(llm, RESPOND, QUESTIONS).replies)
+    assert len(fake_llm.batch_api.uploads) == 2
+
+    # Refused in more batches than GLAN_MAX_RETRIES allows, the request is a reject with the API's reason.
+    fake_llm.batch_api.refuse = True
+    other = [Request("x", [{"role": "user", "content": "other"}])]
+    (reply,) = until_answered(llm, RESPOND, other).replies
+    assert reply.error == ("batch request failed in 2 batches: batch_failed: "
+                           "invalid_model: the model is not available for batches")
+
+
+def test_the_estimate_prices_batch_stages_at_the_batch_price(project):
+    project.env |= {"GLAN_PRICE": "1,2"}
+    online, _ = estimate_build([(m.method, m.partitions) for m in project.plan().methods], project.resources(), 1)
+    project.env |= {"GLAN_ANSWERS_BATCH": "1"}
+    batched, _ = estimate_build([(m.method, m.partitions) for m in project.plan().methods], project.resources(), 1)
+
+    cost = {s.stage: s.cost_usd for s in online.stages}
+    assert {s.stage: s.cost_usd for s in batched.stages} == cost | {"answers": pytest.approx(cost["answers"] / 2)}
+    assert batched.batch_stages == ("answers",)
+    assert "  batch (GLAN_BATCH): answers, at 0.5 of the price (GLAN_BATCH_PRICE_FACTOR)" in "\n".join(describe(batched))
 
 
 def test_a_re_ask_goes_in_the_next_batch(project, fake_llm):
