@@ -64,15 +64,23 @@ def batch_sensor(methods: Sequence[Method], jobs: Sequence) -> dg.SensorDefiniti
     )
     def llm_batches(context: dg.SensorEvaluationContext, llm: LLMResource) -> dg.SensorResult:
         polled = poll_batches(llm)
-        requests = []
+        waiting = {(b.level, b.partition_key) for b in in_flight(llm.cache_path)}
+        ended: dict[tuple[str, str | None], list[BatchRecord]] = {}
         for b in polled:
             context.log.info(describe_batch(b))
             if b.downloaded and b.status not in STOPPED:
-                job, levels = levels_from(methods, b.level)
-                requests.append(dg.RunRequest(
-                    run_key=f"batch-{b.batch_id}", job_name=job, partition_key=b.partition_key,
-                    asset_selection=[dg.AssetKey(name) for name in levels], tags={"glan/reason": f"batch {b.batch_id} ended"},
-                ))
+                ended.setdefault((b.level, b.partition_key), []).append(b)
+        requests = []
+        # One run per level and partition, once none of its batches (a level may need several) is going.
+        for (level, key), batches in ended.items():
+            if (level, key) in waiting:
+                continue
+            job, levels = levels_from(methods, level)
+            ids = sorted(b.batch_id for b in batches)
+            requests.append(dg.RunRequest(
+                run_key=f"batch-{'-'.join(ids)}", job_name=job, partition_key=key,
+                asset_selection=[dg.AssetKey(name) for name in levels], tags={"glan/reason": f"batch {ids[0]} ended"},
+            ))
         observations = [
             dg.AssetObservation(
                 asset_key=b.level, partition=b.partition_key,

@@ -43,6 +43,7 @@ from glan_assets.registry import LEVELS, METHODS, level, stages
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError, set_process_environment
 from glan_assets.training.release import export_dataset
+from resources.batch import BatchRecord
 from resources.budget import spend_line
 from resources.llm import EndpointUnreachable
 from resources.locks import file_lock
@@ -336,23 +337,29 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
 
 
 def _after_batches(llm, plan: BuildPlan, summaries: list[PartitionSummary]) -> tuple[list, dict[str, str]]:
-    """Poll until one of the batches ends. Returns the plans that build on from the levels whose
-    batches have ended (a level whose batch failed in part sends the rest in a new batch), and
+    """Poll until every batch of a partition has ended. Returns the plans that build on from the
+    levels whose batches have ended (a level whose batch failed in part sends the rest again), and
     why the partitions whose batch was cancelled by hand or refused stop here."""
     keys = {b.batch_id for s in summaries for b in s.batches}
     click.echo(f"waiting on {len(keys)} LLM batch(es), polling every {llm.batch_poll_s:g}s (GLAN_BATCH_POLL)")
-    while not (ended := [b for b in poll_batches(llm) if b.ended and b.batch_id in keys]):
+    ended: dict[str, BatchRecord] = {}
+    while True:  # until every batch of a partition has ended
+        for b in poll_batches(llm):
+            if b.ended and b.batch_id in keys:
+                ended[b.batch_id] = b
+                click.echo(f"  {describe_batch(b)}")
+        if any(s.batches and all(b.batch_id in ended for b in s.batches) for s in summaries):
+            break
         time.sleep(llm.batch_poll_s)
-    for b in ended:
-        click.echo(f"  {describe_batch(b)}")
-    ended_ids = {b.batch_id for b in ended}
     planned = {p.key: p for p in plan.partitions}
     again, stopped = [], {}
     for s in summaries:
-        mine = [b for b in s.batches if b.batch_id in ended_ids]
+        if not s.batches or not all(b.batch_id in ended for b in s.batches):
+            continue
+        mine = [ended[b.batch_id] for b in s.batches]
         if halted := [b for b in mine if b.status in STOPPED]:
             stopped[s.partition] = f"{describe_batch(halted[0])}; `glan build` sends what it left unanswered"
-        elif mine:
+        else:
             p = planned[s.partition]
             first = min(p.levels.index(b.level) for b in mine)
             again.append(dataclasses.replace(p, levels=p.levels[first:]))

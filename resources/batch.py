@@ -38,17 +38,20 @@ from resources.redact import redact
 URL = "/v1/chat/completions"
 WINDOW = "24h"  # the only completion window OpenAI offers
 ENDED = ("completed", "expired", "cancelled", "failed")
+# OpenAI's limits on one batch: 50,000 requests and a 200 MB file (with room for the multipart).
+MAX_REQUESTS = 50_000
+MAX_BYTES = 190_000_000
 # A failed line with one of these goes again in the next batch; any other is its request's error.
 RETRYABLE = {"batch_expired", "batch_cancelled", "batch_failed", "rate_limit_exceeded", "server_error", "timeout"}
 
 
 class BatchPending(Exception):
-    """The step's misses are in a batch that has not ended: the level is built when it has."""
+    """The step's misses are in batches that have not ended: the level is built once they have."""
 
-    def __init__(self, batch_id: str, requests: int, attached: bool):
-        how = "waiting on batch" if attached else "sent as batch"
-        super().__init__(f"{requests} LLM requests {how} {batch_id}; the level is built once it has ended")
-        self.batch_id, self.requests, self.attached = batch_id, requests, attached
+    def __init__(self, batch_ids: list[str], requests: int, attached: bool):
+        how = "waiting on" if attached else "sent as"
+        super().__init__(f"{requests} LLM requests {how} {', '.join(batch_ids)}; the level is built once they have ended")
+        self.batch_ids, self.requests, self.attached = batch_ids, requests, attached
 
 
 @dataclass(frozen=True)
@@ -100,14 +103,25 @@ def request_set(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()
 
 
-def jsonl(pending: Iterable[Pending]) -> bytes:
-    """The batch's input file: one request a line, once each."""
-    seen, lines = set(), []
-    for p in pending:
-        if p.key not in seen:
-            seen.add(p.key)
-            lines.append(json.dumps({"custom_id": p.key, "method": "POST", "url": URL, "body": p.sent}, ensure_ascii=False))
-    return ("\n".join(lines) + "\n").encode()
+def line(p: Pending) -> bytes:
+    """A request as the batch's input file holds it."""
+    return json.dumps({"custom_id": p.key, "method": "POST", "url": URL, "body": p.sent}, ensure_ascii=False).encode() + b"\n"
+
+
+def chunks(pending: Iterable[Pending]) -> list[list[Pending]]:
+    """The requests, once each and in key order, cut into batches within the API's limits; the
+    same requests always cut the same way, so a step asking again finds its batches."""
+    unique = sorted({p.key: p for p in pending}.values(), key=lambda p: p.key)
+    cut: list[list[Pending]] = []
+    size = 0
+    for p in unique:
+        n = len(line(p))
+        if not cut or len(cut[-1]) >= MAX_REQUESTS or size + n > MAX_BYTES:
+            cut.append([])
+            size = 0
+        cut[-1].append(p)
+        size += n
+    return cut
 
 
 _COLUMNS = ("batch_id", "level", "partition_key", "stages", "requests", "status", "completed", "failed",
@@ -230,21 +244,27 @@ def client(base_url: str, api_key: str, timeout_s: float, max_retries: int) -> o
 
 def submit(api: openai.OpenAI, book: BatchBook, level: str, partition_key: str | None, pending: list[Pending],
            run_id: str, build_id: str) -> BatchPending:
-    """Send the misses as one batch, or re-attach to the batch that already carries them."""
-    keys = [p.key for p in pending]
-    had = book.open_batch(level, partition_key, keys)
-    if had is not None and not had.downloaded:
-        return BatchPending(had.batch_id, had.requests, attached=True)
-    try:
-        uploaded = api.files.create(file=(f"{level}.jsonl", jsonl(pending), "application/jsonl"), purpose="batch")
-        batch = api.batches.create(
-            input_file_id=uploaded.id, endpoint=URL, completion_window=WINDOW,
-            metadata={"glan_level": level, "glan_partition": (partition_key or "")[:500]},
-        )
-    except openai.OpenAIError as exc:
-        raise RuntimeError(redact(f"the Batch API refused the upload or the batch: {exc}")) from None
-    book.record(batch.id, level, partition_key, pending, batch.status, run_id, build_id)
-    return BatchPending(batch.id, len({p.key for p in pending}), attached=False)
+    """Send the misses as batches, re-attaching to those that already carry a part of them."""
+    ids, attached = [], 0
+    for part in chunks(pending):
+        had = book.open_batch(level, partition_key, [p.key for p in part])
+        if had is not None and not had.downloaded:
+            ids.append(had.batch_id)
+            attached += 1
+            continue
+        try:
+            uploaded = api.files.create(
+                file=(f"{level}.jsonl", b"".join(line(p) for p in part), "application/jsonl"), purpose="batch"
+            )
+            batch = api.batches.create(
+                input_file_id=uploaded.id, endpoint=URL, completion_window=WINDOW,
+                metadata={"glan_level": level, "glan_partition": (partition_key or "")[:500]},
+            )
+        except openai.OpenAIError as exc:
+            raise RuntimeError(redact(f"the Batch API refused the upload or the batch: {exc}")) from None
+        book.record(batch.id, level, partition_key, part, batch.status, run_id, build_id)
+        ids.append(batch.id)
+    return BatchPending(ids, len({p.key for p in pending}), attached=attached == len(ids))
 
 
 def _counts(batch) -> tuple[int, int, int]:

@@ -208,6 +208,7 @@ class LLMSession:
         self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
         self.level = context.assets_def.key.to_user_string() if context is not None and context.has_assets_def else ""
         self.pending: dict[str, Pending] = {}  # batch-mode misses, by cache key
+        self._book: BatchBook | None = None  # the batch records, opened at the first batch-mode miss
         self.ledger = SpendLedger(Path(llm.cache_path))
         self._unwritten = Spend()  # without a budget, written once at the end
 
@@ -216,6 +217,8 @@ class LLMSession:
             self.ledger.add(self.run_id, self.build_id, self._unwritten)
         self.ledger.close()
         self.cache.close()
+        if self._book is not None:
+            self._book.close()
         if self._client is not None:
             await self._client.close()
 
@@ -332,11 +335,9 @@ class LLMSession:
     def _defer(self, key: str, body: dict, sampling: Sampling, stage: str) -> None:
         """Collect the miss for the step's batch; raise why it cannot go again when a batch
         it was in failed for good."""
-        book = BatchBook(self.llm.cache_path)
-        try:
-            failure = book.failure(key)
-        finally:
-            book.close()
+        if self._book is None:
+            self._book = BatchBook(self.llm.cache_path)
+        failure = self._book.failure(key)
         if failure is not None and (not failure.retryable or failure.times > self.llm.max_retries):
             tries = f" in {failure.times} batches" if failure.retryable else ""
             raise BatchLineFailed(f"batch request failed{tries}: {failure.code}: {failure.message}")
@@ -355,11 +356,10 @@ class LLMSession:
         self._within_budget()
         llm = self.llm
         api = batch_client(llm.base_url, llm.api_key, llm.request_timeout_s, llm.max_retries)
-        book = BatchBook(llm.cache_path)
         try:
-            return submit(api, book, self.level, self.partition_key, list(self.pending.values()), self.run_id, self.build_id)
+            return submit(api, self._book, self.level, self.partition_key, list(self.pending.values()), self.run_id,
+                          self.build_id)
         finally:
-            book.close()
             api.close()
 
     def _within_budget(self) -> None:

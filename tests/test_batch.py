@@ -24,6 +24,7 @@ from glan_assets.glan.answers import RESPOND
 from glan_assets.glan.sessions import EXTRACT
 from glan_assets.settings import Settings, SettingsError
 from glan_assets.stages import Request
+from resources import batch
 from resources.batch import URL, BatchBook, BatchPending, Pending, in_flight, submit
 from resources.budget import SpendLedger
 from resources.cache import ResponseCache
@@ -75,7 +76,7 @@ def test_misses_go_as_one_batch_whose_answers_are_the_online_ones(project, fake_
     assert [set(line) for line in lines] == [{"custom_id", "method", "url", "body"}] * 5
     assert {line["method"] for line in lines} == {"POST"} and {line["url"] for line in lines} == {URL}
     assert not any("sample_index" in line["body"] for line in lines)
-    assert [b.batch_id for b in in_flight(llm.cache_path)] == [sent.value.batch_id]
+    assert [b.batch_id for b in in_flight(llm.cache_path)] == sent.value.batch_ids
 
     (polled,) = poll_batches(llm)
     assert (polled.status, polled.completed, polled.failed, polled.downloaded) == ("completed", 5, 0, True)
@@ -89,6 +90,21 @@ def test_misses_go_as_one_batch_whose_answers_are_the_online_ones(project, fake_
     cache.close()
 
 
+def test_more_requests_than_a_batch_holds_go_as_several_and_re_attach_alike(project, fake_llm, monkeypatch):
+    monkeypatch.setattr(batch, "MAX_REQUESTS", 2)
+    llm = llm_of(batch_env(project))
+    fake_llm.batch_api.hold = True
+    with pytest.raises(BatchPending) as first:
+        stages.run(llm, RESPOND, QUESTIONS)
+    with pytest.raises(BatchPending) as again:
+        stages.run(llm, RESPOND, QUESTIONS)
+
+    assert len(first.value.batch_ids) == 3 and again.value.batch_ids == first.value.batch_ids and again.value.attached
+    assert [len(u.splitlines()) for u in fake_llm.batch_api.uploads] == [2, 2, 1]
+    fake_llm.batch_api.hold = False
+    assert all(r.ok for r in until_answered(llm, RESPOND, QUESTIONS).replies)
+
+
 def test_a_step_re_attaches_to_its_batch_instead_of_paying_twice(project, fake_llm):
     llm = llm_of(batch_env(project))
     fake_llm.batch_api.hold = True
@@ -99,7 +115,7 @@ def test_a_step_re_attaches_to_its_batch_instead_of_paying_twice(project, fake_l
     with pytest.raises(BatchPending) as again:
         stages.run(llm, RESPOND, QUESTIONS)
 
-    assert again.value.attached and again.value.batch_id == first.value.batch_id
+    assert again.value.attached and again.value.batch_ids == first.value.batch_ids
     assert len(fake_llm.batch_api.uploads) == 1
     fake_llm.batch_api.hold = False
     assert all(r.ok for r in until_answered(llm, RESPOND, QUESTIONS).replies)
@@ -155,7 +171,7 @@ def test_a_batch_cancelled_by_hand_keeps_what_was_answered(project, fake_llm):
     with pytest.raises(BatchPending) as sent:
         stages.run(llm, RESPOND, QUESTIONS)
 
-    openai.OpenAI(base_url=fake_llm.base_url, api_key="k").batches.cancel(sent.value.batch_id)
+    openai.OpenAI(base_url=fake_llm.base_url, api_key="k").batches.cancel(*sent.value.batch_ids)
     (cancelled,) = poll_batches(llm)
 
     assert (cancelled.status, cancelled.completed, cancelled.failed) == ("cancelled", 1, 4)
@@ -275,7 +291,7 @@ def test_the_sensor_shows_progress_downloads_and_builds_the_level_and_below(proj
     (seen,) = going.asset_events
     assert seen.asset_key == dg.AssetKey("questions") and seen.partition == "Physics"
     assert {k: v.value for k, v in seen.metadata.items()} == {
-        "batch_id": sent.batch_id, "batch_status": "in_progress", "completed": 0, "failed": 0, "total": 1}
+        "batch_id": sent.batch_ids[0], "batch_status": "in_progress", "completed": 0, "failed": 0, "total": 1}
 
     fake_llm.batch_api.hold = False
     done = sensor(dg.build_sensor_context(instance=project.instance, resources={"llm": llm}))
