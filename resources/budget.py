@@ -96,5 +96,7 @@ def spend_line(path: str | Path, build_id: str) -> str:
     finally:
         ledger.close()
     mine = sum(runs.values(), Spend())
-    return (f"${mine.cost_usd:.4f} for {mine.calls:,} LLM calls over {len(runs)} run(s) in this build; "
+    batches = sum(run.startswith("batch:") for run in runs)  # a batch's calls, in a row of its own
+    over = f"{len(runs) - batches} run(s)" + (f" and {batches} batch(es)" if batches else "")
+    return (f"${mine.cost_usd:.4f} for {mine.calls:,} LLM calls over {over} in this build; "
             f"${total.cost_usd:.4f} for {total.calls:,} calls in all builds with this cache")

@@ -341,6 +341,8 @@ def test_glan_build_re_attaches_after_a_kill_then_waits_for_its_batches(project,
 
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert "built 2/2 partitions" in waited.stdout
+    # Its runs asked nothing online; its batches' spend is its own.
+    assert re.search(r"LLM calls over 0 run\(s\) and [1-9]\d* batch\(es\) in this build", waited.stdout)
     assert tables(project.db) == tables(online.db)
     sets = [frozenset(json.loads(line)["custom_id"] for line in upload.splitlines()) for upload in fake_llm.batch_api.uploads]
     assert len(sets) == len(set(sets))  # no batch was sent twice
