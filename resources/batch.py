@@ -14,6 +14,8 @@ turns into a reject.
 
 A batch is keyed by level, partition and the set of request keys it carries: a step that
 finds its misses already in a batch not yet ended re-attaches to it instead of paying twice.
+The set's hash is in the batch's metadata too, so a batch created by a step killed before it
+recorded it is found through `batches.list` and recorded then.
 The records live beside the response cache, in its SQLite file, which every step process and
 the sensor write at once (DuckDB allows one writer, which the steps writing rows hold).
 
@@ -186,6 +188,9 @@ class BatchBook:
         rows = self._con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_batches{where} ORDER BY created_at")
         return [BatchRecord(*row) for row in rows]
 
+    def has(self, batch_id: str) -> bool:
+        return self._con.execute("SELECT 1 FROM llm_batches WHERE batch_id = ?", (batch_id,)).fetchone() is not None
+
     def get(self, batch_id: str) -> BatchRecord:
         row = self._con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_batches WHERE batch_id = ?", (batch_id,)).fetchone()
         return BatchRecord(*row)
@@ -247,24 +252,39 @@ def submit(api: openai.OpenAI, book: BatchBook, level: str, partition_key: str |
     """Send the misses as batches, re-attaching to those that already carry a part of them."""
     ids, attached = [], 0
     for part in chunks(pending):
+        keys = request_set(p.key for p in part)
         had = book.open_batch(level, partition_key, [p.key for p in part])
         if had is not None and not had.downloaded:
             ids.append(had.batch_id)
             attached += 1
             continue
         try:
+            if (found := _sent_unrecorded(api, book, keys)) is not None:  # by a step killed before it recorded it
+                book.record(found.id, level, partition_key, part, found.status, run_id, build_id)
+                ids.append(found.id)
+                attached += 1
+                continue
             uploaded = api.files.create(
                 file=(f"{level}.jsonl", b"".join(line(p) for p in part), "application/jsonl"), purpose="batch"
             )
             batch = api.batches.create(
                 input_file_id=uploaded.id, endpoint=URL, completion_window=WINDOW,
-                metadata={"glan_level": level, "glan_partition": (partition_key or "")[:500]},
+                metadata={"glan_level": level, "glan_partition": (partition_key or "")[:500], "glan_requests": keys},
             )
         except openai.OpenAIError as exc:
             raise RuntimeError(redact(f"the Batch API refused the upload or the batch: {exc}")) from None
         book.record(batch.id, level, partition_key, part, batch.status, run_id, build_id)
         ids.append(batch.id)
     return BatchPending(ids, len({p.key for p in pending}), attached=attached == len(ids))
+
+
+def _sent_unrecorded(api: openai.OpenAI, book: BatchBook, keys: str):
+    """A batch not yet ended that carries these requests (its metadata says) but is not
+    recorded: among the latest 100, where one created a moment before a kill would be."""
+    for batch in api.batches.list(limit=100).data:
+        if (batch.metadata or {}).get("glan_requests") == keys and batch.status not in ENDED and not book.has(batch.id):
+            return batch
+    return None
 
 
 def _counts(batch) -> tuple[int, int, int]:

@@ -62,6 +62,9 @@ class FakeBatchAPI:
             elif method == "POST" and path == "/v1/batches":
                 body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
                 handler._send(200, self._create(body))
+            elif method == "GET" and path == "/v1/batches":  # newest first, as OpenAI lists them
+                data = [self._public(b) for b in reversed(self.batches.values())]
+                handler._send(200, {"object": "list", "data": data, "has_more": False})
             elif method == "GET" and (m := re.match(r"^/v1/batches/([^/]+)$", path)):
                 handler._send(200, self._advance(self.batches[m.group(1)]))
             elif method == "POST" and (m := re.match(r"^/v1/batches/([^/]+)/cancel$", path)):

@@ -122,6 +122,26 @@ def test_a_step_re_attaches_to_its_batch_instead_of_paying_twice(project, fake_l
     assert len(fake_llm.batch_api.uploads) == 1
 
 
+def test_a_batch_sent_by_a_step_killed_before_it_recorded_it_is_found_not_sent_again(project, fake_llm, monkeypatch):
+    llm = llm_of(batch_env(project))
+    fake_llm.batch_api.hold = True
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between batches.create and the record")
+
+    with monkeypatch.context() as m:
+        m.setattr(BatchBook, "record", killed)
+        with pytest.raises(KeyboardInterrupt):
+            stages.run(llm, RESPOND, QUESTIONS)
+    with pytest.raises(BatchPending) as again:
+        stages.run(llm, RESPOND, QUESTIONS)
+
+    assert again.value.attached and again.value.batch_ids == list(fake_llm.batch_api.batches)
+    assert len(fake_llm.batch_api.uploads) == 1
+    fake_llm.batch_api.hold = False
+    assert all(r.ok for r in until_answered(llm, RESPOND, QUESTIONS).replies)
+
+
 def test_an_expired_batch_keeps_its_answers_and_sends_only_the_rest_again(project, fake_llm):
     llm = llm_of(batch_env(project))
     fake_llm.batch_api.expire_after = 2
