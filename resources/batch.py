@@ -272,7 +272,7 @@ def submit(api: openai.OpenAI, book: BatchBook, level: str, partition_key: str |
                 metadata={"glan_level": level, "glan_partition": (partition_key or "")[:500], "glan_requests": keys},
             )
         except openai.OpenAIError as exc:
-            raise RuntimeError(redact(f"the Batch API refused the upload or the batch: {exc}")) from None
+            raise RuntimeError(redact(f"the Batch API did not take the batch for {level}: {exc}")) from None
         book.record(batch.id, level, partition_key, part, batch.status, run_id, build_id)
         ids.append(batch.id)
     return BatchPending(ids, len({p.key for p in pending}), attached=attached == len(ids))
@@ -287,9 +287,9 @@ def _sent_unrecorded(api: openai.OpenAI, book: BatchBook, keys: str):
     return None
 
 
-def _counts(batch) -> tuple[int, int, int]:
+def _counts(batch) -> tuple[int, int]:
     counts = batch.request_counts
-    return (counts.completed, counts.failed, counts.total) if counts else (0, 0, 0)
+    return (counts.completed, counts.failed) if counts else (0, 0)
 
 
 def poll(api: openai.OpenAI, cache_path: str | Path) -> list[BatchRecord]:
@@ -306,7 +306,7 @@ def poll(api: openai.OpenAI, cache_path: str | Path) -> list[BatchRecord]:
                             redact(f"could not retrieve it: {exc}"))
                 polled.append(book.get(record.batch_id))
                 continue
-            completed, failed, _ = _counts(batch)
+            completed, failed = _counts(batch)
             error = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data or [])) if batch.errors else ""
             book.update(record.batch_id, batch.status, completed, failed, redact(error))
             if batch.status in ENDED:
