@@ -41,6 +41,7 @@ from glan_assets.settings import Settings, set_process_environment
 from glan_assets.training.model_eval import adapter_version, eval_version
 from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
+from resources.batch import BatchRecord, in_flight
 from resources.budget import BUILD_TAG  # the same id on every run of one `build`
 from resources.storage import DuckDBStore
 
@@ -92,6 +93,8 @@ class PartitionSummary:
     levels: list[LevelSummary] = field(default_factory=list)
     failed_checks: list["CheckFailure"] = field(default_factory=list)
     error: str = ""
+    # The LLM batches its levels' requests are in (batch mode): those levels, and the ones below, wait for them.
+    batches: list[BatchRecord] = field(default_factory=list)
 
     @property
     def failed_level(self) -> LevelSummary | None:
@@ -263,7 +266,9 @@ def run_partition(
         if not e.passed
     ]
     error = "" if result.success else failure_message(result)
-    return PartitionSummary(plan.key, result.success, time.monotonic() - start, result.run_id, levels, failed_checks, error)
+    batches = [b for b in in_flight(resources["llm"].cache_path) if b.partition_key == plan.key and b.level in plan.levels]
+    return PartitionSummary(plan.key, result.success, time.monotonic() - start, result.run_id, levels, failed_checks,
+                            error, batches)
 
 
 def _is_level_event(event: dg.DagsterEvent) -> bool:

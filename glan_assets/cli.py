@@ -30,6 +30,7 @@ from glan_assets.build import (
     train,
     write_log,
 )
+from glan_assets.batches import STOPPED, describe_batch, poll_batches
 from glan_assets.estimate import describe, estimate_build
 from glan_assets.glan.schemas import ProposalRow
 from glan_assets.glan.taxonomy_file import TaxonomyError, add_node
@@ -42,6 +43,7 @@ from glan_assets.registry import LEVELS, METHODS, TRAINING, level, settings_from
 from glan_assets.rows import RejectRow
 from glan_assets.settings import Settings, SettingsError, set_process_environment
 from glan_assets.training.release import export_dataset
+from resources.batch import BatchRecord
 from resources.budget import spend_line
 from resources.llm import EndpointUnreachable
 from resources.locks import file_lock
@@ -193,8 +195,9 @@ def _partition_options(command):
 @click.option("--prune", is_flag=True, help="Delete the rows of disciplines no longer in the taxonomy.")
 @click.option("--verbose", "-v", is_flag=True, help="Show Dagster's own log on the terminal.")
 @click.option("--yes", is_flag=True, help="Start even if the estimate is over GLAN_BUDGET_USD (it still stops there).")
+@click.option("--wait", is_flag=True, help="In batch mode (GLAN_BATCH), wait for the batches and build on when they end.")
 def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run: bool, force: bool, prune: bool,
-              verbose: bool, yes: bool, **only: tuple[str, ...]) -> None:
+              verbose: bool, yes: bool, wait: bool, **only: tuple[str, ...]) -> None:
     """Build what is missing or stale: print the plan, then materialize only that, from each
     method's file (the taxonomy, ...) through the training set and the recipe's checkpoint."""
     res = _resources()
@@ -212,14 +215,19 @@ def build_cmd(workers: int, keep_server: bool, until: str, recipe: str, dry_run:
     instance = _instance()
     with _one_build_at_a_time(_home()):
         _build(instance, res, only, wanted, workers, keep_server, until, (recipe, recipe_spec), dry_run, force, prune,
-               verbose, yes)
+               verbose, yes, wait)
 
 
 def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, workers: int, keep_server: bool,
-           until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool, yes: bool = False) -> None:
+           until: str, recipe: tuple, dry_run: bool, force: bool, prune: bool, verbose: bool, yes: bool = False,
+           wait: bool = False) -> None:
     store, llm = res["store"], res["llm"]
     if orphaned := fail_orphaned_runs(instance):
         click.echo(f"marked {len(orphaned)} run(s) of killed builds as failed")
+    # Batches sent before (by a killed build too): those that ended are downloaded into the
+    # cache; a level whose batch is still going re-attaches to it, and sends nothing again.
+    for b in poll_batches(llm):
+        click.echo(f"  {describe_batch(b)}{'' if b.ended else '; in flight, not sent again'}")
     plan = plan_build(instance, res, only=only, force=force, prune=prune and not dry_run, until=until, recipe=recipe,
                       wanted=wanted)
     doomed = _doomed(store, plan) if dry_run and prune else None
@@ -265,6 +273,8 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
 
     def report(s: PartitionSummary) -> None:
         mark = click.style("ok  ", fg="green") if s.success else click.style("FAIL", fg="red")
+        if s.success and s.batches:
+            mark = click.style("wait", fg="yellow")
         calls = sum(lv.llm_calls for lv in s.levels)
         hits = sum(lv.cache_hits for lv in s.levels)
         retries = sum(lv.retries for lv in s.levels)
@@ -272,6 +282,8 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         for failure in sorted(s.failed_checks, key=lambda f: not f.error):  # errors first
             kind = click.style("error", fg="red") if failure.error else click.style("warning", fg="yellow")
             click.echo(f"       {kind} {failure.check}: {failure.advice}")
+        for b in s.batches:
+            click.echo(f"       {describe_batch(b)}")
         if not s.success:
             lv = s.failed_level
             where = f" --level {lv.asset}" if lv else ""
@@ -282,7 +294,19 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
     try:
         summaries = build(instance, plan.partitions, workers=workers, on_done=report, on_progress=progress,
                           build_id=build_id, verbose=verbose)
-        ok = sum(s.success for s in summaries)
+        while wait and any(s.batches for s in summaries):
+            again, stopped = _after_batches(llm, plan, summaries)
+            for s in summaries:
+                if s.partition in stopped:
+                    s.success, s.batches, s.error = False, [], stopped[s.partition]
+                    report(s)
+            done = build(instance, again, workers=workers, on_done=report, on_progress=progress, build_id=build_id,
+                         verbose=verbose)
+            summaries = [s for s in summaries if s.partition not in {d.partition for d in done}] + done
+        ok = sum(s.success and not s.batches for s in summaries)
+        if waiting := sum(len(s.batches) for s in summaries):
+            click.echo(f"\n{waiting} LLM batch(es) in flight: `glan build` again once they have ended (or `--wait`); "
+                       "under `glan ui` the llm_batches sensor builds their levels")
         if plan.partitions:
             click.echo(f"\nbuilt {ok}/{len(summaries)} partitions in {time.monotonic() - start:.0f}s")
         if plan.training and (ok or not plan.partitions):
@@ -310,6 +334,36 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
     click.echo(f"UI:       {_glan_command()} ui   (then open http://127.0.0.1:3000)")
     if not all(s.success for s in summaries) or not trained_ok:
         sys.exit(1)
+
+
+def _after_batches(llm, plan: BuildPlan, summaries: list[PartitionSummary]) -> tuple[list, dict[str, str]]:
+    """Poll until every batch of a partition has ended. Returns the plans that build on from the
+    levels whose batches have ended (a level whose batch failed in part sends the rest again), and
+    why the partitions whose batch was cancelled by hand or refused stop here."""
+    keys = {b.batch_id for s in summaries for b in s.batches}
+    click.echo(f"waiting on {len(keys)} LLM batch(es), polling every {llm.batch_poll_s:g}s (GLAN_BATCH_POLL)")
+    ended: dict[str, BatchRecord] = {}
+    while True:  # until every batch of a partition has ended
+        for b in poll_batches(llm):
+            if b.ended and b.batch_id in keys:
+                ended[b.batch_id] = b
+                click.echo(f"  {describe_batch(b)}")
+        if any(s.batches and all(b.batch_id in ended for b in s.batches) for s in summaries):
+            break
+        time.sleep(llm.batch_poll_s)
+    planned = {p.key: p for p in plan.partitions}
+    again, stopped = [], {}
+    for s in summaries:
+        if not s.batches or not all(b.batch_id in ended for b in s.batches):
+            continue
+        mine = [ended[b.batch_id] for b in s.batches]
+        if halted := [b for b in mine if b.status in STOPPED]:
+            stopped[s.partition] = f"{describe_batch(halted[0])}; `glan build` sends what it left unanswered"
+        else:
+            p = planned[s.partition]
+            first = min(p.levels.index(b.level) for b in mine)
+            again.append(dataclasses.replace(p, levels=p.levels[first:]))
+    return again, stopped
 
 
 def _doomed(store: DuckDBStore, plan: BuildPlan) -> dict[tuple[str, str], dict[str, int]]:

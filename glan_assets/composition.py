@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from glan_assets.batches import batch_sensor
 from glan_assets.checks import all_checks
 from glan_assets.levels import Level
 from glan_assets.methods import Method
@@ -77,6 +78,7 @@ class Composition:
                     default_status=dg.DefaultSensorStatus.RUNNING,
                 ),
                 orphaned_runs_sensor,
+                batch_sensor(self.methods, list(jobs.values())),
             ],
             asset_checks=all_checks(self.levels),
             resources=resources,

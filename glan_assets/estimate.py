@@ -10,6 +10,7 @@
 - **Tokens per call** are the cache's measured means for the stage and model once it holds
   `MIN_MEASURED` responses of them, otherwise `DEFAULT_TOKENS` (the README's projection); the
   plan says which.
+- **Batch stages** (`GLAN_BATCH`) cost their prices times `GLAN_BATCH_PRICE_FACTOR`.
 - **Time** is the uncached calls times the mean latency per call of the last build (recorded
   in the spend table, `resources.budget`), or `DEFAULT_LATENCY_S`, divided by the calls in
   flight: `GLAN_MAX_CONCURRENCY` per run times the runs at once. It leaves out waits between
@@ -105,6 +106,8 @@ class Estimate:
     latency_source: str
     concurrency: int
     not_estimated: tuple[str, ...] = ()  # levels with LLM stages that no fan-out here counts
+    batch_stages: tuple[str, ...] = ()  # priced at the batch price; back within the batch window
+    batch_price_factor: float = 1.0
 
     def total(self, name: str) -> float:
         return sum(getattr(s, name) for s in self.stages)
@@ -261,7 +264,7 @@ def estimate_build(
         DEFAULT_LATENCY_S, "default")
     partitions = [p for _, plans in methods for p in plans]
     concurrency = llm.max_concurrency * max(1, min(runs_at_once, len(partitions)))
-    tokens, prices, everything, per_partition, counted = {}, {}, [], {}, set()
+    tokens, prices, everything, per_partition, counted, batched = {}, {}, [], {}, set(), {}
     for name, plans in methods:
         for plan in plans:
             work = []
@@ -271,7 +274,10 @@ def estimate_build(
                 sampling = llm.sampling(stage.name, stage.sampling)
                 model = llm.model_for(sampling)
                 tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens)
-                prices[stage.name] = (sampling.prompt_price, sampling.completion_price)
+                factor = llm.batch_price_factor if sampling.batch else 1.0
+                prices[stage.name] = (sampling.prompt_price * factor, sampling.completion_price * factor)
+                if sampling.batch:
+                    batched[stage.name] = None
                 asked = (stage.name, plan.key, model, sampling.temperature, sampling.top_p, sampling.max_tokens)
                 free = 0 if plan.reason == CODE else min(calls, cached.get(asked, 0))
                 work.append(StageWork(level, stage.name, model, calls, free))
@@ -280,7 +286,10 @@ def estimate_build(
             per_partition[(name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
     total = estimate(everything, tokens, prices, latency, concurrency, latency_source)
     planned = dict.fromkeys(lv for _, plans in methods for p in plans for lv in p.levels)
-    return dataclasses.replace(total, not_estimated=tuple(lv for lv in planned if lv not in counted)), per_partition
+    return dataclasses.replace(
+        total, not_estimated=tuple(lv for lv in planned if lv not in counted), batch_stages=tuple(batched),
+        batch_price_factor=llm.batch_price_factor,
+    ), per_partition
 
 
 def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
@@ -298,6 +307,9 @@ def describe(est: Estimate, budget_usd: float = 0.0) -> list[str]:
     lines.append(f"  {'total':<18} {int(est.total('calls')):>11,} {int(est.total('cached')):>9,} "
                  f"{int(est.total('prompt_tokens')):>14,} {int(est.total('completion_tokens')):>15,} "
                  f"{_usd(est.total('cost_usd')):>10} {_duration(est.total('seconds')):>8}")
+    if est.batch_stages:
+        lines.append(f"  batch (GLAN_BATCH): {', '.join(est.batch_stages)}, at {est.batch_price_factor:g} of the price "
+                     "(GLAN_BATCH_PRICE_FACTOR); each round back within 24 h, not in the time above")
     if est.not_estimated:
         lines.append(f"  not estimated (no fan-out here, or an input it cannot read): {', '.join(est.not_estimated)}")
     if budget_usd and est.total("cost_usd") > budget_usd:

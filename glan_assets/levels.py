@@ -15,6 +15,7 @@ import dagster as dg
 
 from glan_assets.rows import TableRow
 from glan_assets.stages import Stage, code_version
+from resources.batch import BatchPending
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ def level_asset(level: Level, **overrides: object) -> Callable:
             # are not its inputs: a check waiting on the DuckDB file's lock (8 s with eight runs
             # writing) then no longer holds up the next LLM level. The checks run last.
             "op_tags": {"dagster/priority": "1"},
+            # In batch mode the step may end with its requests in a batch and nothing to
+            # materialize: the levels below are skipped, and the `llm_batches` sensor asks
+            # for the level again once the batch has ended.
+            **({"output_required": False} if level.stages else {}),
             **overrides,
         }
     )
@@ -91,7 +96,17 @@ def level_asset(level: Level, **overrides: object) -> Callable:
             with old_objects_frozen():
                 return compute(*args, **kwargs)
 
-        defined = asset(step)
+        @functools.wraps(compute)
+        def step_or_batch(*args, **kwargs):
+            # A generator: with nothing yielded, Dagster records no materialization.
+            try:
+                result = step(*args, **kwargs)
+            except BatchPending as pending:
+                dg.get_dagster_logger().info(f"{level.name}: {pending}")
+                return
+            yield result
+
+        defined = asset(step_or_batch if level.stages else step)
         # What the asset takes is what its version covers (`resources.versioning`).
         # (Dagster adds its default io_manager; levels return MaterializeResults and store nothing
         # through it.)

@@ -17,6 +17,7 @@ from glan_assets.ids import content_hash
 from glan_assets.levels import resource_keys
 from glan_assets.methods import Method
 from glan_assets.plan import FAILED, History, PartitionPlan, plan_partitions
+from resources.batch import in_flight
 
 PARTITION_TAG = "dagster/partition"
 # A run in any of these has not finished: its partition is being built.
@@ -70,7 +71,10 @@ def method_sensor(method: Method, name: str, job) -> dg.SensorDefinition:
         history = History.read(context.instance, [lv.name for lv in method.levels])
         plans = plan_partitions(method.levels, list(wanted), history, wanted, resources=res)
         plans = [p for p in plans if p.reason != FAILED]
-        busy = busy_partitions(context.instance, job.name, {lv.name for lv in method.levels})
+        levels = {lv.name for lv in method.levels}
+        busy = busy_partitions(context.instance, job.name, levels)
+        # A level waiting on its LLM batch is built by the `llm_batches` sensor when the batch ends.
+        busy |= {b.partition_key for b in in_flight(res["llm"].cache_path) if b.level in levels}
         if waiting := [p.key for p in plans if p.key in busy]:
             context.log.info(f"a run of each is queued or going, not asked again: {', '.join(waiting)}")
         plans = [p for p in plans if p.key not in busy]

@@ -74,11 +74,11 @@ PLAIN_VARIABLES = {
     "GLAN_BENCHMARKS", "GLAN_SOURCE_CAPS", "GLAN_RECIPES", "GLAN_CHECKPOINTS",
     "GLAN_MODEL_CACHE", "GLAN_EMBEDDED_STATE", "GLAN_EMBEDDED_IDLE_TIMEOUT",
     "GLAN_STORAGE", "GLAN_CATALOG_DSN", "GLAN_DATA_PATH", "GLAN_EXPORT_MEMORY_LIMIT",
-    "GLAN_BUDGET_USD",
+    "GLAN_BUDGET_USD", "GLAN_BATCH", "GLAN_BATCH_PRICE_FACTOR", "GLAN_BATCH_POLL",
 }
 # GLAN_STORAGE: the tables' backend; ducklake also needs GLAN_CATALOG_DSN and GLAN_DATA_PATH.
 STORAGE_BACKENDS = ("duckdb", "ducklake")
-STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE")
+STAGE_SUFFIXES = ("MODEL", "TEMPERATURE", "TOP_P", "PRICE", "BATCH")
 # Secrets redacted from every stored or logged text (`resources.redact`): whole values, and
 # the password inside URLs (the Celery broker and backend, an endpoint with credentials).
 SECRET_VARIABLES = ("OPENAI_API_KEY", "PGPASSWORD", "DAGSTER_PG_PASSWORD", "GLAN_JUDGE_API_KEY")
@@ -213,8 +213,17 @@ class Settings:
         except ValueError:
             raise SettingsError(f"{var}={raw!r}: expected a number") from None
 
+    def _flag(self, var: str, default: bool) -> bool:
+        raw = self.env.get(var)
+        if raw is None:
+            return default
+        if raw.lower() not in ("0", "1", "true", "false", "yes", "no"):
+            raise SettingsError(f"{var}={raw!r}: expected 1 or 0")
+        return raw.lower() in ("1", "true", "yes")
+
     def stage_sampling(self) -> dict[str, Sampling]:
         """Each stage's defaults, capped by the profile, then its own variables."""
+        batch = self._flag("GLAN_BATCH", False)
         cap = int(self._number("GLAN_MAX_TOKENS", self.profile.max_tokens))
         hottest = self._number("GLAN_MAX_TEMPERATURE", self.profile.max_temperature)
         resolved = {}
@@ -234,6 +243,7 @@ class Settings:
                     "max_tokens": min(default.max_tokens, cap) if cap else default.max_tokens,
                     "prompt_price": prompt_price,
                     "completion_price": completion_price,
+                    "batch": self._flag(f"{var}_BATCH", batch),
                 }
             )
         return resolved
@@ -242,6 +252,12 @@ class Settings:
         env = self.env
         # An EnvVar keeps the key out of the run config that the UI and event log show.
         api_key = dg.EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else ""
+        stages = self.stage_sampling()
+        if not env.get("OPENAI_BASE_URL") and (batched := [name for name, s in stages.items() if s.batch]):
+            raise SettingsError(
+                f"batch mode (GLAN_BATCH or GLAN_<STAGE>_BATCH) for {', '.join(batched)} needs OPENAI_BASE_URL: "
+                "the embedded model has no Batch API"
+            )
         return LLMResource(
             base_url=env.get("OPENAI_BASE_URL", ""),
             api_key=api_key,
@@ -257,7 +273,9 @@ class Settings:
             structured_outputs=env.get("GLAN_STRUCTURED_OUTPUTS", "1") != "0",
             cache_path=env.get("GLAN_CACHE") or str(self.db_path.with_name("llm_cache.sqlite")),
             budget_usd=self._number("GLAN_BUDGET_USD", 0.0),  # unset: no budget
-            stages=self.stage_sampling(),
+            batch_price_factor=self._number("GLAN_BATCH_PRICE_FACTOR", LLMResource.model_fields["batch_price_factor"].default),
+            batch_poll_s=self._number("GLAN_BATCH_POLL", LLMResource.model_fields["batch_poll_s"].default),
+            stages=stages,
             embedded_state=str(self.machine.embedded_state),
             embedded_idle_timeout_s=self.machine.embedded_idle_timeout_s,
             model_cache=str(self.machine.model_cache),

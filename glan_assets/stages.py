@@ -7,8 +7,9 @@ into values: free text must not be empty or cut off; structured output is parsed
 back as an error for the rejects table. A reply that was cut off (at max_tokens, or JSON that
 ends inside a value) is asked again with the same messages, each attempt cached under its own
 key. A prompt over the resource's `max_prompt_chars` is an error at once, never sent or
-re-asked. Prompt and parser are versioned apart, so a parser fix re-parses cached responses
-without new calls.
+re-asked. In batch mode a round's misses go as one batch (`resources.batch`) and the step
+ends; its next run asks from the cache, and a re-ask goes in the next batch. Prompt and
+parser are versioned apart, so a parser fix re-parses cached responses without new calls.
 """
 
 import asyncio
@@ -32,7 +33,9 @@ from glan_assets.parsing import (
 from glan_assets.prompting import Prompt
 from resources.budget import BudgetExhausted
 from resources.llm import (
+    BatchLineFailed,
     CallStats,
+    Deferred,
     EndpointError,
     EndpointTimeout,
     EndpointUnreachable,
@@ -105,6 +108,8 @@ async def _run(llm: LLMResource, stage: Stage, requests: list[Request]) -> Batch
                 tasks = [tg.create_task(_reply(session, llm, stage, r)) for r in requests]
         except* (EndpointUnreachable, BudgetExhausted) as group:  # no call can go on: the step fails
             raise group.exceptions[0] from None
+        if session.pending:  # batch mode: the level is built once its batch has ended
+            raise session.submit_batch()
         return Batch([t.result() for t in tasks], session.stats)
 
 
@@ -133,8 +138,10 @@ async def _reply(session: LLMSession, llm: LLMResource, stage: Stage, request: R
             done = await session.complete(body, asked, stage.name)
         except PromptTooLong as exc:  # not sent; asking again would only make it longer
             return Reply(request, error=str(exc), attempts=attempt - 1)
-        except (EndpointTimeout, EndpointError) as exc:
+        except (EndpointTimeout, EndpointError, BatchLineFailed) as exc:
             return Reply(request, error=str(exc), attempts=attempt)
+        except Deferred:  # in the step's batch; this reply is never used
+            return Reply(request, error="deferred to a batch", attempts=attempt)
         text = done.text
         if not structured:
             resample = attempt

@@ -74,9 +74,11 @@ class SpendLedger:
 
     def last_latency(self) -> tuple[float, int] | None:
         """Mean seconds per call of the last build that sent any, and its calls; None if none did."""
+        # A batch's calls (`resources.batch`, in rows `batch:<id>`) took no latency of their own.
+        online = "calls > 0 AND run_id NOT LIKE 'batch:%'"
         row = self._con.execute(
-            "SELECT sum(latency_s), sum(calls) FROM spend WHERE build_id ="
-            " (SELECT build_id FROM spend WHERE calls > 0 ORDER BY updated_at DESC LIMIT 1)"
+            f"SELECT sum(latency_s), sum(calls) FROM spend WHERE {online} AND build_id ="
+            f" (SELECT build_id FROM spend WHERE {online} ORDER BY updated_at DESC LIMIT 1)"
         ).fetchone()
         return (row[0] / row[1], row[1]) if row and row[1] else None
 
@@ -94,5 +96,7 @@ def spend_line(path: str | Path, build_id: str) -> str:
     finally:
         ledger.close()
     mine = sum(runs.values(), Spend())
-    return (f"${mine.cost_usd:.4f} for {mine.calls:,} LLM calls over {len(runs)} run(s) in this build; "
+    batches = sum(run.startswith("batch:") for run in runs)  # a batch's calls, in a row of its own
+    over = f"{len(runs) - batches} run(s)" + (f" and {batches} batch(es)" if batches else "")
+    return (f"${mine.cost_usd:.4f} for {mine.calls:,} LLM calls over {over} in this build; "
             f"${total.cost_usd:.4f} for {total.calls:,} calls in all builds with this cache")

@@ -20,6 +20,9 @@ longer than `max_prompt_chars` is refused before the cache or the endpoint sees 
 
 What each answered call cost is added to its run's spend (`resources.budget`); with a budget
 set, a cache miss is not sent once the build's spend over all its runs has reached it.
+
+A stage in batch mode (`Sampling.batch`) sends nothing online: its misses are collected
+(`Deferred`) and the step sends them as one batch (`resources.batch`), which fills the cache.
 """
 
 import asyncio
@@ -39,6 +42,8 @@ from typing import ClassVar
 import dagster as dg
 
 from resources import embedded
+from resources.batch import BatchBook, BatchPending, Pending, submit
+from resources.batch import client as batch_client
 from resources.budget import BUILD_TAG, BudgetExhausted, Spend, SpendLedger
 from resources.cache import ResponseCache, cache_key
 from resources.local_models import DEFAULT_MODEL_CACHE
@@ -73,6 +78,15 @@ class EndpointTimeout(_EndpointProblem):
     """No answer within the request timeout, on every attempt."""
 
 
+class BatchLineFailed(_EndpointProblem):
+    """The request's line failed in a batch, with an error that sending it again would not fix,
+    or in more batches than `max_retries` allows."""
+
+
+class Deferred(Exception):
+    """A batch-mode cache miss: collected for the step's batch, not sent."""
+
+
 class PromptTooLong(RuntimeError):
     """The request's messages are longer than `max_prompt_chars`; it was not sent."""
 
@@ -87,6 +101,9 @@ class Sampling(dg.Config):
     # USD per million tokens; zero means unknown and no cost is reported.
     prompt_price: float = 0.0
     completion_price: float = 0.0
+    # GLAN_BATCH / GLAN_<STAGE>_BATCH: misses go as one batch through the Batch API, at the
+    # batch price; the answers are the same, so it is not in the level's version.
+    batch: bool = False
 
 
 @dataclass
@@ -141,6 +158,10 @@ class LLMResource(dg.ConfigurableResource):
     cache_path: str = "data/llm_cache.sqlite"
     # GLAN_BUDGET_USD: a build sends no new call once its runs together have spent this; 0: no budget.
     budget_usd: float = 0.0
+    # GLAN_BATCH_PRICE_FACTOR: a batch-mode stage's prices times this (OpenAI's Batch API: half).
+    batch_price_factor: float = 0.5
+    # GLAN_BATCH_POLL: seconds between polls of the batches in flight by `glan build --wait`.
+    batch_poll_s: float = 60.0
     # Per stage name: its model and sampling, resolved from the stages' defaults by the settings.
     stages: dict[str, Sampling] = {}
     # The embedded server's, when base_url is empty: GLAN_EMBEDDED_STATE, GLAN_EMBEDDED_IDLE_TIMEOUT,
@@ -185,6 +206,9 @@ class LLMSession:
         self.run_id = context.run.run_id if context else ""
         self.build_id = context.run.tags.get(BUILD_TAG, self.run_id) if context else ""
         self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
+        self.level = context.assets_def.key.to_user_string() if context is not None and context.has_assets_def else ""
+        self.pending: dict[str, Pending] = {}  # batch-mode misses, by cache key
+        self._book: BatchBook | None = None  # the batch records, opened at the first batch-mode miss
         self.ledger = SpendLedger(Path(llm.cache_path))
         self._unwritten = Spend()  # without a budget, written once at the end
 
@@ -193,6 +217,8 @@ class LLMSession:
             self.ledger.add(self.run_id, self.build_id, self._unwritten)
         self.ledger.close()
         self.cache.close()
+        if self._book is not None:
+            self._book.close()
         if self._client is not None:
             await self._client.close()
 
@@ -271,6 +297,8 @@ class LLMSession:
         if cached is not None:
             self.stats.cache_hits += 1
             return Completion(redact(cached["text"]), cached.get("finish_reason") or "stop")
+        if sampling.batch:
+            self._defer(key, body, sampling, stage)
         client = await self.client()
         sent = {k: v for k, v in body.items() if k not in CACHE_KEY_ONLY}
         if self._served_model:
@@ -303,6 +331,36 @@ class LLMSession:
         else:
             self._unwritten += spend
         return completion
+
+    def _defer(self, key: str, body: dict, sampling: Sampling, stage: str) -> None:
+        """Collect the miss for the step's batch; raise why it cannot go again when a batch
+        it was in failed for good."""
+        if self._book is None:
+            self._book = BatchBook(self.llm.cache_path)
+        failure = self._book.failure(key)
+        if failure is not None and (not failure.retryable or failure.times > self.llm.max_retries):
+            tries = f" in {failure.times} batches" if failure.retryable else ""
+            raise BatchLineFailed(f"batch request failed{tries}: {failure.code}: {failure.message}")
+        factor = self.llm.batch_price_factor
+        self.pending[key] = Pending(
+            key, body, {k: v for k, v in body.items() if k not in CACHE_KEY_ONLY}, stage,
+            sampling.prompt_price * factor, sampling.completion_price * factor,
+        )
+        raise Deferred(key)
+
+    def submit_batch(self) -> BatchPending:
+        """Send the collected misses as one batch (or find the batch that has them) and
+        record it before the step ends."""
+        if not self.llm.base_url:
+            raise EndpointUnreachable("batch mode (GLAN_BATCH) needs OPENAI_BASE_URL: the embedded model has no Batch API")
+        self._within_budget()
+        llm = self.llm
+        api = batch_client(llm.base_url, llm.api_key, llm.request_timeout_s, llm.max_retries)
+        try:
+            return submit(api, self._book, self.level, self.partition_key, list(self.pending.values()), self.run_id,
+                          self.build_id)
+        finally:
+            api.close()
 
     def _within_budget(self) -> None:
         """Raise `BudgetExhausted` when the build has spent its budget (over all its runs)."""

@@ -1,5 +1,6 @@
 """A fake OpenAI-compatible endpoint on 127.0.0.1: deterministic answers built from the
-prompt, a log of every request, and switches for failures (429s, 5xx, unusable JSON)."""
+prompt, a log of every request, and switches for failures (429s, 5xx, unusable JSON). It
+serves the Batch API too (`tests.fake_batch`), with the same answers."""
 
 import json
 import threading
@@ -7,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from glan_assets.registry import METHODS
+from tests.fake_batch import FakeBatchAPI
 
 
 def _reply_for(messages: list[dict], outline: bool = False, broken: bool = False) -> str:
@@ -70,9 +72,16 @@ class FakeLLM:
         self.completed: list[dict] = []  # requests whose response was fully sent
         self.lock = threading.Lock()
         fake = self
+        self.batch_api = FakeBatchAPI(self)
 
         class Handler(JSONHandler):
+            def do_GET(self):
+                if not fake.batch_api.handle(self, "GET"):
+                    super().do_GET()
+
             def do_POST(self):
+                if fake.batch_api.handle(self, "POST"):
+                    return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
                     failure = fake.fail_next.pop(0) if fake.fail_next else None
@@ -82,22 +91,11 @@ class FakeLLM:
                 if failure:
                     status, headers = failure
                     return self._send(status, {"error": {"message": "injected"}}, headers)
-                prompt = body["messages"][-1]["content"]
-                shown = "\n".join(m["content"] for m in body["messages"])
-                garbage = fake.garbage_for and fake.garbage_for in shown
-                shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
-                planted = fake.replies.get(prompt)
-                if garbage:
-                    text = "I cannot do JSON, sorry."
-                elif planted is not None:
-                    text = planted
-                elif fake.copy_examples and shots:
-                    text = shots[0]
-                else:
-                    text = _reply_for(body["messages"], fake.outline_syllabi, fake.broken_items)
+                text = fake.text_for(body)
                 if cut:
                     text = text[: len(text) // 2]
                 time.sleep(fake.delay_s)
+                prompt = body["messages"][-1]["content"]
                 self._send(200, completion(body, text, "length" if cut else "stop", len(prompt.split())))
                 with fake.lock:
                     fake.completed.append(body)
@@ -105,6 +103,24 @@ class FakeLLM:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def text_for(self, body: dict) -> str:
+        """The reply to a request, by the switches: what an online and a batch request both get."""
+        prompt = body["messages"][-1]["content"]
+        shown = "\n".join(m["content"] for m in body["messages"])
+        shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
+        planted = self.replies.get(prompt)
+        if self.garbage_for and self.garbage_for in shown:
+            return "I cannot do JSON, sorry."
+        if planted is not None:
+            return planted
+        if self.copy_examples and shots:
+            return shots[0]
+        return _reply_for(body["messages"], self.outline_syllabi, self.broken_items)
+
+    def answer(self, body: dict) -> dict:
+        """The chat completion a batch line gets: the online answer, never cut or failed."""
+        return completion(body, self.text_for(body), "stop", len(body["messages"][-1]["content"].split()))
 
     def prompts(self) -> list[str]:
         """Each request's messages joined: what the model was shown."""
