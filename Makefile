@@ -11,11 +11,12 @@ $(BIN)/python:
 
 # Installs into .venv with uv, which installs the ~180 packages in seconds where pip took 3 to 4
 # minutes of a fresh clone's `make demo` (benchmarks/README.md#demo-runs). uv ignores pip's
-# configuration, so the on-disk torch 2.13.0 CPU wheel is named by pip's find-links variable.
+# configuration, so the on-disk torch 2.13.0 CPU wheel is named by pip's find-links setting.
 # constraints.txt holds every package at the version the tests passed with.
 CONSTRAINTS ?= -c constraints.txt
 UV := $(BIN)/uv
-FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+PIP_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+FIND_LINKS := $(foreach d,$(PIP_LINKS),--find-links $(d))
 $(UV): $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check 'uv==0.13.8'
 setup: $(UV)
