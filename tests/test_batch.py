@@ -22,7 +22,8 @@ from glan_assets.batches import poll_batches
 from glan_assets.estimate import describe, estimate_build
 from glan_assets.glan.answers import RESPOND
 from glan_assets.glan.sessions import EXTRACT
-from glan_assets.settings import Settings, SettingsError
+from glan_assets.registry import COMPOSED, settings_from_env
+from glan_assets.settings import SettingsError
 from glan_assets.stages import Request
 from resources import batch
 from resources.batch import URL, BatchBook, BatchPending, Pending, in_flight, submit
@@ -35,7 +36,7 @@ QUESTIONS = [Request(f"q{i}", [{"role": "user", "content": f"question {i}"}], sa
 
 
 def llm_of(env: dict):
-    return Settings.from_env(env).llm().process_config_and_initialize()
+    return settings_from_env(env).llm().process_config_and_initialize()
 
 
 def batch_env(project, **more: str) -> dict:
@@ -292,17 +293,13 @@ def test_a_batch_build_and_an_online_build_give_identical_tables(project, fake_l
 
 
 def test_the_sensor_shows_progress_downloads_and_builds_the_level_and_below(project, fake_llm):
-    from glan_assets.batches import batch_sensor
-    from glan_assets.glan.definitions import build_discipline
-    from glan_assets.registry import METHODS
-
     llm = llm_of(batch_env(project))
     api = openai.OpenAI(base_url=fake_llm.base_url, api_key="k")
     book = BatchBook(llm.cache_path)
     body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "sample_index": 0}
     sent = submit(api, book, "questions", "Physics", [Pending("k1", body, body, "questions", 1.0, 2.0)], "run-1", "build-1")
     book.close()
-    sensor = batch_sensor(METHODS, [build_discipline])
+    sensor = COMPOSED.definitions(settings_from_env(project.env).resources()).get_sensor_def("llm_batches")
     fake_llm.batch_api.hold = True
 
     going = sensor(dg.build_sensor_context(instance=project.instance, resources={"llm": llm}))
