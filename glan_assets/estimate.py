@@ -1,15 +1,16 @@
 """What a build plan will cost before it runs: per LLM stage, calls, tokens, USD and time.
 
-- **Calls** follow each method's fan-out from its settings (`fanout_*`): for GLAN, the
+- **Calls** follow each method's fan-out from its settings (`Method.fanout`): for GLAN, the
   profile's subject queries, subjects per discipline, questions per syllabus, and so on. A
-  level above the first one rebuilt is not rebuilt, so its rows are counted in the store.
+  level above the first one rebuilt is not rebuilt, so its rows are counted in the store (by
+  the fan-out's queries). A method without one has its levels "not estimated".
 - **Cached calls are free.** The response cache records each response's stage, partition and
   model: those already cached for a partition's stage, model and sampling are counted as
   cached (up to its calls), except in a partition rebuilt because its code changed, whose
   prompts may not be the cached ones.
 - **Tokens per call** are the cache's measured means for the stage and model once it holds
-  `MIN_MEASURED` responses of them, otherwise `DEFAULT_TOKENS` (the README's projection); the
-  plan says which.
+  `MIN_MEASURED` responses of them, otherwise the fan-out's defaults (the README's projection)
+  or `FALLBACK_TOKENS`; the plan says which.
 - **Batch stages** (`GLAN_BATCH`) cost their prices times `GLAN_BATCH_PRICE_FACTOR`.
 - **Time** is the uncached calls times the mean latency per call of the last build (recorded
   in the spend table, `resources.budget`), or `DEFAULT_LATENCY_S`, divided by the calls in
@@ -21,45 +22,20 @@
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from glan_assets.dynosaur import tasks as dynosaur_tasks
-from glan_assets.glan import answers, questions, sessions, subjects, syllabi
 from glan_assets.methods import Method
 from glan_assets.plan import CODE, PartitionPlan
-from glan_assets.quality.judge import JUDGE_STAGE
-from glan_assets.stages import Stage
-from glan_assets.uit import candidates
-from glan_assets.uit.formats import Bad
-from glan_assets.uit.reading import read_collection
 from resources.budget import SpendLedger
 from resources.cache import Measured, ResponseCache
 from resources.storage import DuckDBStore
 
 # Responses of a stage and model the cache must hold before their mean replaces the default.
 MIN_MEASURED = 20
-# Prompt and completion tokens per call before any are measured: the README's projection for
-# the paper profile (completions are capped at the stage's max_tokens).
-DEFAULT_TOKENS = {
-    subjects.LIST.name: (150, 800),
-    subjects.FORMAT.name: (850, 800),
-    syllabi.WRITE.name: (150, 1200),
-    sessions.EXTRACT.name: (1300, 900),
-    questions.ASK.name: (1300, 120),
-    answers.RESPOND.name: (150, 400),
-    candidates.TRANSFER.name: (600, 200),
-    dynosaur_tasks.PROPOSE.name: (700, 300),
-}
-FALLBACK_TOKENS = (500, 500)  # a stage not listed above
+FALLBACK_TOKENS = (500, 500)  # a stage its method's fan-out gives no default tokens for
 DEFAULT_LATENCY_S = 2.0  # seconds per call before a build has measured its endpoint
-# GLAN's fan-out where the profile leaves it open: the paper's 10 queries gave 100-200
-# subjects per discipline; a syllabus written without an outline needs its sessions extracted
-# (all of them, at most: the estimate does not guess how many come as outlines).
-SUBJECTS_PER_QUERY = 15
-EXTRACTED_SHARE = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,12 +98,14 @@ class Estimate:
         return levels
 
 
-def choose_tokens(measured: Mapping[tuple[str, str], Measured], stage: str, model: str, max_tokens: int) -> Tokens:
-    """The cache's means for the stage and model when it has enough, else the default."""
+def choose_tokens(
+    measured: Mapping[tuple[str, str], Measured], stage: str, model: str, max_tokens: int, default: tuple[int, int]
+) -> Tokens:
+    """The cache's means for the stage and model when it has enough, else `default`."""
     m = measured.get((stage, model))
     if m is not None and m.responses >= MIN_MEASURED:
         return Tokens(m.prompt_tokens, m.completion_tokens, f"measured ({m.responses} responses)")
-    prompt, completion = DEFAULT_TOKENS.get(stage, FALLBACK_TOKENS)
+    prompt, completion = default
     return Tokens(prompt, min(completion, max_tokens), "default")
 
 
@@ -160,45 +138,6 @@ def estimate(
     return Estimate(tuple(stages), latency_s, latency_source, concurrency)
 
 
-def fanout_glan(
-    levels: Sequence[str], counts: Mapping[str, float], stored: Mapping[str, int], judge_sample: float = 0.0
-) -> list[tuple[str, Stage, int]]:
-    """One discipline's calls per stage, (level, stage, calls), for the `levels` built. A
-    level not built has the rows `stored` holds; a built one the profile's `counts` make. The
-    quality level's judge scores `judge_sample` of the pairs (one per answer)."""
-    queries, cap = int(counts["subject_queries"]), int(counts["max_subjects_per_discipline"])
-
-    def rows(level: str, expected: int) -> int:
-        return expected if level in levels else stored.get(level, 0)
-
-    made = queries * SUBJECTS_PER_QUERY
-    n_subjects = rows(subjects.LEVEL.name, min(made, cap) if cap else made)
-    n_syllabi = rows(syllabi.LEVEL.name, n_subjects)
-    n_questions = rows(questions.LEVEL.name, n_syllabi * int(counts["questions_per_syllabus"]))
-    calls = [
-        (subjects.LEVEL.name, subjects.LIST, queries),
-        (subjects.LEVEL.name, subjects.FORMAT, queries),
-        (syllabi.LEVEL.name, syllabi.WRITE, n_subjects),
-        (sessions.LEVEL.name, sessions.EXTRACT, math.ceil(n_syllabi * EXTRACTED_SHARE)),
-        (questions.LEVEL.name, questions.ASK, n_questions),
-        (answers.LEVEL.name, answers.RESPOND, n_questions),
-        ("glan_quality", JUDGE_STAGE, math.ceil(n_questions * judge_sample)),
-    ]
-    return [c for c in calls if c[0] in levels]
-
-
-def fanout_uit(levels: Sequence[str], tasks: int, candidates_per_task: int) -> list[tuple[str, Stage, int]]:
-    """One collection's calls: K rewrites per task."""
-    level = candidates.LEVEL.name
-    return [(level, candidates.TRANSFER, tasks * candidates_per_task)] if level in levels else []
-
-
-def fanout_dynosaur(levels: Sequence[str]) -> list[tuple[str, Stage, int]]:
-    """One dataset's calls: one to propose its tasks."""
-    level = dynosaur_tasks.LEVEL.name
-    return [(level, dynosaur_tasks.PROPOSE, 1)] if level in levels else []
-
-
 def _stored_rows(store: DuckDBStore, sql: str) -> dict[str, int]:
     """partition -> count, by `sql`; empty where the store or its table does not exist yet."""
     if store.backend == "duckdb" and not Path(store.path).exists():
@@ -209,31 +148,6 @@ def _stored_rows(store: DuckDBStore, sql: str) -> dict[str, int]:
     return {r["k"]: r["n"] for r in store.query(sql)}
 
 
-def _partition_calls(method_name: str, plan: PartitionPlan, resources: Mapping, stored: dict) -> list[tuple[str, Stage, int]]:
-    if method_name == "glan":
-        settings = resources["settings"]
-        counts = {k: getattr(settings, k) for k in ("subject_queries", "max_subjects_per_discipline", "questions_per_syllabus")}
-        return fanout_glan(plan.levels, counts, {lv: n.get(plan.key, 0) for lv, n in stored.items()},
-                           resources["quality"].judge_sample)
-    if method_name == "uit":
-        uit = resources["uit"]
-        if candidates.LEVEL.name not in plan.levels:
-            return []
-        if "instructions_raw" in plan.levels:  # read the collection's files as the level will
-            collections = uit.collections()
-            try:
-                found = read_collection(collections.data_path(plan.key), collections.entry(plan.key).format)
-                tasks = len({item.task for item in found if not isinstance(item, Bad)})
-            except (ValueError, OSError):  # the level fails on it with its reason; not estimated here
-                return []
-        else:
-            tasks = stored.get("uit_tasks", {}).get(plan.key, 0)
-        return fanout_uit(plan.levels, tasks, uit.candidates_per_task)
-    if method_name == "dynosaur":
-        return fanout_dynosaur(plan.levels)
-    return []
-
-
 def estimate_build(
     plans_of: Sequence[tuple[Method, Sequence[PartitionPlan]]], resources: Mapping, runs_at_once: int
 ) -> tuple[Estimate, dict[tuple[str, str], str]]:
@@ -241,17 +155,11 @@ def estimate_build(
     (method, partition) its levels' figures as JSON (the run tag
     `ESTIMATE_TAG` that the materializations record beside their actual figures)."""
     llm, store = resources["llm"], resources["store"]
-    methods = [(m.name, plans) for m, plans in plans_of]
     without_calls = {lv.name for m, _ in plans_of for lv in m.levels if not lv.stages}
-    stored: dict[str, dict[str, int]] = {}
-    if any(name == "glan" and plans for name, plans in methods):
-        for level, column in ((subjects.LEVEL, "discipline"), (syllabi.LEVEL, "discipline"),
-                              (questions.LEVEL, "discipline")):
-            stored[level.name] = _stored_rows(store, f"SELECT {column} AS k, count(*) AS n FROM {level.name} GROUP BY 1")
-    if any(name == "uit" and plans for name, plans in methods):
-        stored["uit_tasks"] = _stored_rows(
-            store, "SELECT collection AS k, count(DISTINCT task_id) AS n FROM instructions_raw GROUP BY 1"
-        )
+    # Per method with partitions to plan: its fan-out's stored rows, name -> partition -> count.
+    stored = {m.name: {name: _stored_rows(store, sql) for name, sql in m.fanout.stored_rows.items()}
+              for m, plans in plans_of if m.fanout and plans}
+    default_tokens = {stage: t for m, _ in plans_of if m.fanout for stage, t in m.fanout.default_tokens.items()}
     measured, cached, last = {}, {}, None
     if Path(llm.cache_path).exists():  # a plan does not create the cache
         cache, ledger = ResponseCache(llm.cache_path), SpendLedger(llm.cache_path)
@@ -262,18 +170,20 @@ def estimate_build(
             ledger.close()
     latency, latency_source = (last[0], f"measured over the last build's {last[1]} calls") if last else (
         DEFAULT_LATENCY_S, "default")
-    partitions = [p for _, plans in methods for p in plans]
+    partitions = [p for _, plans in plans_of for p in plans]
     concurrency = llm.max_concurrency * max(1, min(runs_at_once, len(partitions)))
     tokens, prices, everything, per_partition, counted, batched = {}, {}, [], {}, set(), {}
-    for name, plans in methods:
+    for method, plans in plans_of:
         for plan in plans:
             work = []
-            found = _partition_calls(name, plan, resources, stored)
+            mine_stored = {name: rows.get(plan.key, 0) for name, rows in stored.get(method.name, {}).items()}
+            found = method.fanout.calls(plan, resources, mine_stored) if method.fanout else []
             counted |= {level for level, _, _ in found} | {lv for lv in plan.levels if lv in without_calls}
             for level, stage, calls in found:
                 sampling = llm.sampling(stage.name, stage.sampling)
                 model = llm.model_for(sampling)
-                tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens)
+                tokens[(stage.name, model)] = choose_tokens(measured, stage.name, model, sampling.max_tokens,
+                                                            default_tokens.get(stage.name, FALLBACK_TOKENS))
                 factor = llm.batch_price_factor if sampling.batch else 1.0
                 prices[stage.name] = (sampling.prompt_price * factor, sampling.completion_price * factor)
                 if sampling.batch:
@@ -283,9 +193,9 @@ def estimate_build(
                 work.append(StageWork(level, stage.name, model, calls, free))
             everything += work
             mine = estimate(work, tokens, prices, latency, concurrency, latency_source)
-            per_partition[(name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
+            per_partition[(method.name, plan.key)] = json.dumps(mine.by_level(), sort_keys=True)
     total = estimate(everything, tokens, prices, latency, concurrency, latency_source)
-    planned = dict.fromkeys(lv for _, plans in methods for p in plans for lv in p.levels)
+    planned = dict.fromkeys(lv for _, plans in plans_of for p in plans for lv in p.levels)
     return dataclasses.replace(
         total, not_estimated=tuple(lv for lv in planned if lv not in counted), batch_stages=tuple(batched),
         batch_price_factor=llm.batch_price_factor,

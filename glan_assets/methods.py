@@ -1,6 +1,6 @@
 """A method (GLAN, Dynosaur, UIT) as the build sees it: its partitioned levels in build
 order, the partitions they share, the file that says which partitions there should be, and
-what generic code (the quality rules) needs to know of it.
+what generic code (the quality rules, the plan's estimate) needs to know of it.
 
 The build and each method's sensor plan with the same code (`glan_assets.plan`) over these.
 Each method's package declares its `METHOD`; the root (`glan_assets.registry`) lists them,
@@ -14,7 +14,9 @@ from types import ModuleType
 import dagster as dg
 
 from glan_assets.levels import Level
+from glan_assets.plan import PartitionPlan
 from glan_assets.quality.rules import PairContext
+from glan_assets.stages import Stage
 from resources.storage import DuckDBStore
 
 # A partition's pairs' contexts for the quality rules, by the pair's origin id.
@@ -22,6 +24,21 @@ Contexts = Callable[[DuckDBStore, str], Callable[[str], PairContext]]
 # The test endpoint's reply to a request (its messages, and the endpoint's switches), or None
 # when the request is none of the method's stages'.
 FakeReply = Callable[[Sequence[Mapping[str, str]], Mapping[str, bool]], str | None]
+# A partition's LLM calls, (level, stage, calls), for the levels its plan builds: from the
+# resources, and the partition's rows of levels not rebuilt (`Fanout.stored_rows`' names -> count).
+Calls = Callable[[PartitionPlan, Mapping[str, dg.ConfigurableResource], Mapping[str, int]], list[tuple[str, Stage, int]]]
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """How the plan's estimate (`glan_assets.estimate`) counts a method's calls."""
+
+    calls: Calls
+    # name -> SQL counting rows per partition, "SELECT <partition> AS k, count(*) AS n FROM <table> GROUP BY 1":
+    # what `calls` is handed for its partition (0 where the table has none).
+    stored_rows: Mapping[str, str] = field(default_factory=dict)
+    # Stage name -> (prompt, completion) tokens per call before the cache has measured any.
+    default_tokens: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # Dagster refuses these in a partition key; names are keys as written, so a file with one is refused.
@@ -77,6 +94,8 @@ class Method:
     sensor: str = ""
     # What the test endpoint (`tests/fake_llm.py`) replies to its stages: a method brings its own.
     fake_reply: FakeReply = lambda messages, switches: None
+    # How the plan's estimate counts its calls; None: its levels are "not estimated".
+    fanout: Fanout | None = None
 
     def __post_init__(self) -> None:
         # A level names its method and partitions too (its asset is made before the method):

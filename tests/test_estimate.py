@@ -7,19 +7,10 @@ import re
 import dagster as dg
 import pytest
 
-from glan_assets.estimate import (
-    DEFAULT_TOKENS,
-    MIN_MEASURED,
-    SUBJECTS_PER_QUERY,
-    StageWork,
-    Tokens,
-    choose_tokens,
-    describe,
-    estimate,
-    fanout_dynosaur,
-    fanout_glan,
-    fanout_uit,
-)
+from glan_assets.dynosaur.estimate import fanout_dynosaur
+from glan_assets.estimate import MIN_MEASURED, StageWork, Tokens, choose_tokens, describe, estimate
+from glan_assets.glan.estimate import DEFAULT_TOKENS, SUBJECTS_PER_QUERY, fanout_glan
+from glan_assets.uit.estimate import fanout_uit
 from resources.cache import Measured
 from tests.test_cli import glan
 
@@ -57,9 +48,11 @@ def test_measured_lengths_replace_the_defaults_only_with_enough_responses():
     few = {("answers", "m"): Measured(MIN_MEASURED - 1, 70.0, 90.0)}
     enough = {("answers", "m"): Measured(MIN_MEASURED, 70.0, 90.0)}
 
-    assert choose_tokens(few, "answers", "m", 1024) == Tokens(*DEFAULT_TOKENS["answers"], "default")
-    assert choose_tokens(enough, "answers", "m", 1024) == Tokens(70.0, 90.0, f"measured ({MIN_MEASURED} responses)")
-    assert choose_tokens(enough, "answers", "other-model", 100).completion == 100  # capped at max_tokens
+    default = DEFAULT_TOKENS["answers"]
+
+    assert choose_tokens(few, "answers", "m", 1024, default) == Tokens(*default, "default")
+    assert choose_tokens(enough, "answers", "m", 1024, default) == Tokens(70.0, 90.0, f"measured ({MIN_MEASURED} responses)")
+    assert choose_tokens(enough, "answers", "other-model", 100, default).completion == 100  # capped at max_tokens
 
 
 def test_glan_fanout_follows_the_profile_and_counts_stored_rows_of_levels_not_rebuilt():

@@ -7,6 +7,7 @@ times every kept task as an instance. The cost is one call per dataset, not one 
 from glan_assets.dynosaur import instances, metadata, tasks
 from glan_assets.dynosaur.partitions import dataset_partitions
 from glan_assets.dynosaur.contexts import WORKED_EXAMPLES, dynosaur_contexts
+from glan_assets.dynosaur.estimate import FANOUT
 from glan_assets.dynosaur.fake_replies import fake_reply
 from glan_assets.dynosaur.resources import DynosaurSettings
 from glan_assets.methods import Method, MethodSettings
@@ -27,4 +28,5 @@ METHOD = Method(
     worked_examples=WORKED_EXAMPLES,
     contexts=dynosaur_contexts,
     fake_reply=fake_reply,
+    fanout=FANOUT,
 )

@@ -5,6 +5,7 @@ level is a module beside these and one line here.
 """
 
 from glan_assets.glan import answers, disciplines, fields, questions, sessions, subjects, syllabi, taxonomy_proposals
+from glan_assets.glan.estimate import FANOUT
 from glan_assets.glan.fake_replies import fake_reply
 from glan_assets.glan.partitions import discipline_partitions
 from glan_assets.glan.resources import PROFILE_COUNTS, GenerationSettings
@@ -27,4 +28,5 @@ METHOD = Method(
     on_demand=(taxonomy_proposals,),
     sensor="taxonomy_sensor",
     fake_reply=fake_reply,
+    fanout=FANOUT,
 )

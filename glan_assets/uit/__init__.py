@@ -8,6 +8,7 @@ their task's lowest-loss instruction). Each registered collection is a partition
 from glan_assets.methods import Method, MethodSettings
 from glan_assets.uit import candidates, raw, unified
 from glan_assets.uit.contexts import WORKED_EXAMPLES, uit_contexts
+from glan_assets.uit.estimate import FANOUT
 from glan_assets.uit.fake_replies import fake_reply
 from glan_assets.uit.partitions import collection_partitions
 from glan_assets.uit.resources import UITSettings
@@ -27,4 +28,5 @@ METHOD = Method(
     worked_examples=WORKED_EXAMPLES,
     contexts=uit_contexts,
     fake_reply=fake_reply,
+    fanout=FANOUT,
 )
