@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from glan_assets import glan  # noqa: E402
+from glan_assets.glan import method as glan  # noqa: E402
 from glan_assets.definitions import defs  # noqa: E402
 from glan_assets.registry import resources_from_env  # noqa: E402
 from tests.fake_llm import FakeLLM  # noqa: E402  (the stub the tests use: no model, fixed answers)

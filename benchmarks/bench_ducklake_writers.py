@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from glan_assets import glan  # noqa: E402
+from glan_assets.glan import method as glan  # noqa: E402
 from resources.storage import DuckDBStore  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from glan_assets import glan  # noqa: E402
+from glan_assets.glan import method as glan  # noqa: E402
 from tests.fake_llm import FakeLLM  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "estimate.json"

@@ -16,7 +16,7 @@ from glan_assets.plan import with_input_versions
 from glan_assets.quality.levels import Quality, quality_level, with_quality
 from glan_assets.sensors import method_job, method_sensor
 from glan_assets.stages import Stage
-from glan_assets.training import Training, training_assets
+from glan_assets.training.assets import Training, training_assets
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from glan_assets import dynosaur, glan, uit
 from glan_assets.composition import compose
+from glan_assets.dynosaur.method import METHOD as DYNOSAUR
+from glan_assets.glan.method import METHOD as GLAN
 from glan_assets.settings import Settings
+from glan_assets.uit.method import METHOD as UIT
 
 # The methods, in build order.
-REGISTERED = (glan.METHOD, uit.METHOD, dynosaur.METHOD)
+REGISTERED = (GLAN, UIT, DYNOSAUR)
 COMPOSED = compose(REGISTERED)
 
 # Every method whose partitions `glan build` plans and builds, in build order; each ends

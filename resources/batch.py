@@ -25,7 +25,6 @@ The JSONL's lines are `{"custom_id", "method", "url", "body"}`, as OpenAI's and 
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 import openai
 
 from resources.budget import Spend, SpendLedger
-from resources.cache import ResponseCache
+from resources.cache import ResponseCache, open_sqlite
 from resources.redact import redact
 
 URL = "/v1/chat/completions"
@@ -134,26 +133,19 @@ class BatchBook:
     """The batches sent, their requests, and the lines that failed, in the cache's SQLite file."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(Path(path), timeout=60, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute(
+        self._con = open_sqlite(
+            path,
             "CREATE TABLE IF NOT EXISTS llm_batches (batch_id TEXT PRIMARY KEY, level TEXT NOT NULL,"
             " partition_key TEXT, stages TEXT NOT NULL, requests INTEGER NOT NULL, status TEXT NOT NULL,"
             " completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
             " downloaded INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
             " created_at REAL NOT NULL, updated_at REAL NOT NULL, request_set TEXT NOT NULL,"
-            " run_id TEXT NOT NULL, build_id TEXT NOT NULL)"
-        )
-        self._con.execute(
+            " run_id TEXT NOT NULL, build_id TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS llm_batch_requests (batch_id TEXT NOT NULL, key TEXT NOT NULL,"
             " stage TEXT NOT NULL, request TEXT NOT NULL, prompt_price REAL NOT NULL, completion_price REAL NOT NULL,"
-            " PRIMARY KEY (batch_id, key))"
-        )
-        self._con.execute(
+            " PRIMARY KEY (batch_id, key))",
             "CREATE TABLE IF NOT EXISTS llm_batch_failures (key TEXT NOT NULL, batch_id TEXT NOT NULL,"
-            " code TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (key, batch_id))"
+            " code TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (key, batch_id))",
         )
 
     def open_batch(self, level: str, partition_key: str | None, keys: Iterable[str]) -> BatchRecord | None:

@@ -9,10 +9,11 @@ not sent. Calls already in flight then still finish and are cached, so a build c
 budget by at most what those cost. Without a budget a session writes its sums once, at its end.
 """
 
-import sqlite3
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from resources.cache import open_sqlite
 
 # The tag every run of one `glan build` carries, with the build's id: the budget's scope.
 BUILD_TAG = "glan/build"
@@ -39,16 +40,13 @@ _COLUMNS = [f.name for f in fields(Spend)]
 
 class SpendLedger:
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(Path(path), timeout=60, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute(
+        self._con = open_sqlite(
+            path,
             "CREATE TABLE IF NOT EXISTS spend (run_id TEXT PRIMARY KEY, build_id TEXT NOT NULL,"
             " calls INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
-            " cost_usd REAL NOT NULL, latency_s REAL NOT NULL, updated_at REAL NOT NULL)"
+            " cost_usd REAL NOT NULL, latency_s REAL NOT NULL, updated_at REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS spend_build ON spend (build_id)",
         )
-        self._con.execute("CREATE INDEX IF NOT EXISTS spend_build ON spend (build_id)")
 
     def add(self, run_id: str, build_id: str, spend: Spend) -> None:
         values = [getattr(spend, c) for c in _COLUMNS]

@@ -29,6 +29,20 @@ class Measured:
     completion_tokens: float
 
 
+def open_sqlite(path: str | Path, *schema: str) -> sqlite3.Connection:
+    """The cache's SQLite file (or a side table's in it), in autocommit and WAL mode, with
+    `schema`'s statements run. Several step processes read and write it at once; each write is
+    committed to the OS before it is used, which survives a killed process (an fsync per
+    response, FULL, halved the requests/s a stage could keep up)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(Path(path), timeout=60, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    for statement in schema:
+        con.execute(statement)
+    return con
+
+
 def cache_key(request: dict) -> str:
     """Key on everything that shapes the answer: model, messages, sampling, sample index
     (sha256 of the request as canonical JSON)."""
@@ -39,16 +53,11 @@ def cache_key(request: dict) -> str:
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        # Each response is committed to the OS before it is used, which survives a killed
-        # process; an fsync per response (FULL) halved the requests/s a stage could keep up.
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute(
+        self._con = open_sqlite(
+            self.path,
             "CREATE TABLE IF NOT EXISTS responses ("
             " key TEXT PRIMARY KEY, request TEXT NOT NULL, response TEXT NOT NULL,"
-            " created_at TEXT DEFAULT CURRENT_TIMESTAMP)"
+            " created_at TEXT DEFAULT CURRENT_TIMESTAMP)",
         )
         have = {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}
         for column, kind in MEASURED.items():

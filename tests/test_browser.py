@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.glan.schemas import AnswerRow
 from resources.storage import DuckDBStore
 from tests.conftest import Project

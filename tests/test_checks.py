@@ -4,7 +4,7 @@ and each planted fault fails exactly the check meant to catch it, for that parti
 import dagster as dg
 import duckdb
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.checks import all_checks
 from glan_assets.registry import resources_from_env
 

@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.dagster_internal import pool_slot_holders
 from tests.test_browser import ARTIFACTS, REPO, DagsterUI, free_port, stop, wait_until
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from glan_assets.glan import LEVELS
+from glan_assets.glan.method import LEVELS
 from glan_assets.glan.schemas import AnswerRow
 from glan_assets.plan import CODE, CONFIG, NEW, NODE
 from resources.storage import DuckDBStore

@@ -518,7 +518,7 @@ def test_backfill_through_the_proxy_keeps_every_limit_and_lets_no_one_else_in(
     max_runs = max_overlap(run_spans)
 
     # Steps: every step ran on a Celery worker; the LLM-calling ones never above the pool's cap.
-    from glan_assets.glan import LEVELS
+    from glan_assets.glan.method import LEVELS
 
     llm_levels = {lv.name for lv in LEVELS if lv.stages}
     step_spans, all_steps, celery_workers = [], 0, set()

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.glan.schemas import AnswerRow, SessionRow
 from glan_assets.rows import RejectRow
 from resources import storage

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from glan_assets import cli
 from glan_assets.build import build, plan_build
 from glan_assets.definitions import defs
-from glan_assets.dynosaur import METHOD
+from glan_assets.dynosaur.method import METHOD
 from glan_assets.dynosaur.instances import LEVEL as INSTANCES
 from glan_assets.dynosaur.instances import answer_labels, task_instances
 from glan_assets.dynosaur.metadata import metadata_row

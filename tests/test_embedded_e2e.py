@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from glan_assets.glan import LEVELS
+from glan_assets.glan.method import LEVELS
 from glan_assets.glan.schemas import AnswerRow
 from resources.storage import DuckDBStore
 

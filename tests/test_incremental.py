@@ -2,7 +2,7 @@
 
 import json
 
-from glan_assets.glan import LEVELS
+from glan_assets.glan.method import LEVELS
 from glan_assets.glan.schemas import AnswerRow, QuestionRow
 from resources.storage import DuckDBStore
 

@@ -18,7 +18,8 @@ from unittest import mock
 import dagster as dg
 import pytest
 
-from glan_assets import glan, registry
+from glan_assets import registry
+from glan_assets.glan import method as glan
 from glan_assets.build import build, plan_build, train
 from glan_assets.checks import all_checks
 from glan_assets.composition import compose

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from glan_assets import dynosaur, glan, stages, uit
+from glan_assets import stages
+from glan_assets.dynosaur import method as dynosaur
+from glan_assets.glan import method as glan
+from glan_assets.uit import method as uit
 from glan_assets.parsing import Cut, ParseError, parse_structured
 from glan_assets.dynosaur.schemas import InstanceRow, TaskRow
 from glan_assets.quality import calibration, rules

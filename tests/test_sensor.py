@@ -9,7 +9,7 @@ import time
 import dagster as dg
 import pytest
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.definitions import defs
 from glan_assets.glan.partitions import discipline_partitions
 from glan_assets.glan.schemas import AnswerRow

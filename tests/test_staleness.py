@@ -6,7 +6,8 @@ import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from glan_assets import glan, stages
+from glan_assets import stages
+from glan_assets.glan import method as glan
 from glan_assets.definitions import defs
 from glan_assets.glan import answers
 from glan_assets.prompting import Prompt

@@ -6,7 +6,7 @@ import dataclasses
 import dagster as dg
 import pytest
 
-from glan_assets import glan
+from glan_assets.glan import method as glan
 from glan_assets.registry import METHODS, TRAINING, level
 
 
