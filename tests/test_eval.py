@@ -29,7 +29,7 @@ from glan_assets.training.evaluation import (
     write_tasks,
 )
 from glan_assets.training.model_eval import adapter_version, eval_version, model_eval, read_results
-from glan_assets.training.resources import BENCHMARKS_DIR, DEFAULT_BENCHMARKS, EvalSettings, TrainingSettings
+from glan_assets.training.resources import BENCHMARKS_DIR, DEFAULT_BENCHMARKS, DEFAULT_RECIPES, EvalSettings, TrainingSettings
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow
 from resources.storage import DuckDBStore
 from tests.test_training import fill_two_disciplines, materialize, metadata_of, tiny_training
@@ -349,3 +349,40 @@ def test_glan_eval_says_when_a_recipe_has_not_been_evaluated(tmp_path, monkeypat
     result = CliRunner().invoke(main, ["eval", "--recipe", "nope"])
     assert result.exit_code == 1
     assert "recipe nope has not been evaluated; build it with `glan build --recipe nope`" in result.output
+
+
+def test_the_scoring_model_gives_lm_eval_s_own_log_likelihoods():
+    """ScoringLM skips the logits and padding lm-eval would throw away; the numbers must not
+    move. Multi-token continuations, contexts of different lengths, and a rolling (whole-text)
+    log-likelihood, on the packaged base."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from glan_assets.training.recipes import load_recipes
+    from glan_assets.training.scoring_lm import ScoringLM
+    from resources.trainer import load_base
+
+    model, tokenizer = load_base(load_recipes(DEFAULT_RECIPES)["demo"].base_model)
+    pairs = [("The capital of France is", " Paris"), ("Question: 2 + 2 = ?\nAnswer:", " 4, because two and two make four"),
+             ("A long context. " * 40 + "The last word is", " word"), ("Hi", " there")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    rolling = [Instance("loglikelihood_rolling", {}, ("Homework: explain why the sky is blue.",), 0)]
+    plain = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    scoring = ScoringLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    expected, expected_rolling = plain.loglikelihood(requests), plain.loglikelihood_rolling(rolling)
+
+    kept = []
+    forward = model.forward
+    model.forward = lambda inps, **k: kept.append((inps.shape, k.get("logits_to_keep", 0))) or forward(inps, **k)
+    try:
+        got = scoring.loglikelihood(requests)
+    finally:
+        model.forward = forward
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-3)
+    assert [greedy for _, greedy in got] == [greedy for _, greedy in expected]
+    # One sequence per forward on a CPU, keeping the longest continuation's logits (or all of a shorter one).
+    longest = len(tokenizer(" 4, because two and two make four", add_special_tokens=False)["input_ids"])
+    assert len(kept) == len(pairs) and all(shape[0] == 1 and keep == min(longest, shape[1]) for shape, keep in kept)
+    assert max(shape[1] for shape, _ in kept) > 100
+    assert scoring.loglikelihood_rolling(rolling) == pytest.approx(expected_rolling, abs=1e-3)
+    assert scoring.batch_size_per_gpu == 4  # generation keeps its batch

@@ -79,8 +79,7 @@ class Evaluator:
 
     def lm(self):
         if self._lm is None:
-            from lm_eval.models.huggingface import HFLM
-
+            from glan_assets.training.scoring_lm import ScoringLM
             from resources.trainer import load_base, load_for_chat
 
             if self.checkpoint is None:
@@ -93,7 +92,7 @@ class Evaluator:
                     raise dg.Failure(f"recipe {self.recipe}: the adapter in {self.checkpoint} does not load: "
                                      f"{type(exc).__name__}: {lines[0]}") from exc
                 model = model.merge_and_unload()
-            self._lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.evaluation.eval_batch_size)
+            self._lm = ScoringLM(pretrained=model, tokenizer=tokenizer, batch_size=self.evaluation.eval_batch_size)
         return self._lm
 
     def score(self, task: TaskFile) -> Score:

@@ -77,7 +77,7 @@ class EvalSettings(dg.ConfigurableResource):
     eval_gen_items: int = 0  # per generative benchmark
     eval_max_new_tokens: int = 0
     eval_fewshot: int = -1
-    eval_batch_size: int = 8
+    eval_batch_size: int = 8  # generation's; on a CPU, log-likelihoods go one sequence at a time
 
     def version(self) -> dict[str, int]:
         """The settings a score depends on (not where the tasks are, nor the batch size)."""
