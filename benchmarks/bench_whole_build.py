@@ -26,8 +26,8 @@ What it reports, from the server's timeline (each completion's start and end, wa
   for one: the worker process starting; or a run created whose first step has not started),
   *in an LLM step* (by level), *between levels* (in a run, no LLM step running: the level's
   checks, a non-LLM step, the commit before the next level can start), or *no partition
-  left* (every partition started: the slot idles while the last runs finish, each capped at
-  C / workers). The report gives the mean number of slots in each state over the low time;
+  left* (every partition started: the slot idles while the last runs finish; before a
+  build's runs shared C, each of them stayed capped at C / workers). The report gives the mean number of slots in each state over the low time;
   they sum to `--workers`. Slots in an LLM step during low time are steps with fewer
   requests than their cap: a narrow level (`subjects`: 20 calls a partition) or a level's
   last requests draining. Level dependencies are the narrow steps and the time between
