@@ -43,6 +43,7 @@ from glan_assets.training.partitions import recipe_partitions
 from glan_assets.workers import worker_pool
 from resources.batch import BatchRecord, in_flight
 from resources.budget import BUILD_TAG  # the same id on every run of one `build`
+from resources.llm import SHARE_TAG
 from resources.storage import DuckDBStore
 
 PARTITION_TAG = "glan/partition"
@@ -236,7 +237,7 @@ def _assets_and_checks(resources: Mapping[str, object], composition: Composition
 
 def run_partition(
     instance: dg.DagsterInstance, plan: PartitionPlan, *, build_id: str, verbose: bool = False,
-    composition: Composition = COMPOSED,
+    composition: Composition = COMPOSED, share: str = "",
 ) -> PartitionSummary:
     """Materialize the plan's levels of one partition, with their checks, in one run."""
     start = time.monotonic()
@@ -254,6 +255,7 @@ def run_partition(
             **process_tags(),  # lets a later build, or the sensor, tell a killed build's runs
             BUILD_TAG: build_id,
             PARTITION_TAG: plan.key,
+            **({SHARE_TAG: share} if share else {}),  # the runs share their requests in flight
             "glan/reason": plan.reason,
             **({ESTIMATE_TAG: plan.estimate} if plan.estimate else {}),
         },
@@ -361,15 +363,18 @@ def watching(
         thread.join()
 
 
-def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict) -> PartitionSummary:
+def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict,
+                   share: str) -> PartitionSummary:
     # A fork server's worker has the environment the server started with, not the caller's now;
     # Dagster (the API key's EnvVar) and the libraries a run loads read this process's own.
     set_process_environment(settings_from_env(env))
-    return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose)
+    return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose,
+                         share=share)
 
 
 def _run_in_own_process(
-    instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool, env: Mapping[str, str]
+    instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool, env: Mapping[str, str],
+    share: str,
 ) -> PartitionSummary:
     """One run in a process of its own, so a run whose process is killed fails alone."""
     start = time.monotonic()
@@ -377,7 +382,7 @@ def _run_in_own_process(
     # imported once in the fork server, not in each of a build's workers at once.
     with worker_pool(1, preload=[__name__, "pandas"]) as pool:
         try:
-            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(env)).result()
+            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(env), share).result()
         except BrokenProcessPool:
             return PartitionSummary(plan.key, False, time.monotonic() - start, "",
                                     error="the run's process died (killed?); `glan build` again resumes it")
@@ -407,7 +412,9 @@ def build(
         else:
             pool = stack.enter_context(ThreadPoolExecutor(workers))
             env = settings_from_env().process_environment()  # once, for every worker
-            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env) for p in plans]
+            # The runs share GLAN_MAX_CONCURRENCY × workers: the last ones take the finished runs' shares.
+            share = f"{uuid.uuid4().hex}:{workers}:{len(plans)}"
+            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env, share) for p in plans]
             finished = (future.result() for future in as_completed(futures))
         for summary in finished:
             watch.poll()  # the run's last levels before its summary

@@ -124,6 +124,21 @@ class CallStats:
         return self.calls + sum(self.retries.values())
 
 
+# On each run of a parallel `glan build`: "<pass id>:<workers>:<partitions>". The build's
+# runs share GLAN_MAX_CONCURRENCY × workers in flight, not GLAN_MAX_CONCURRENCY each.
+SHARE_TAG = "glan/concurrency_share"
+
+
+def shared_cap(per_run: int, workers: int, partitions: int, finished: int) -> int:
+    """A step's cap on requests in flight when `partitions` runs, `workers` at a time, share
+    `per_run × workers`: that total over the runs that can still be running at once,
+    min(workers, partitions not finished). The divisor only falls as runs finish, so a cap
+    taken earlier is never above one taken now, and the runs together stay within the total;
+    the last runs of a build take the shares of those that are done."""
+    at_once = max(1, min(workers, partitions - finished))
+    return max(per_run, per_run * workers // at_once)
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -192,7 +207,6 @@ class LLMSession:
         register(llm.api_key)  # an endpoint may echo the key it was sent
         self.cache = ResponseCache(Path(llm.cache_path))
         self.stats = CallStats()
-        self.sem = asyncio.Semaphore(llm.max_concurrency)
         self._client: aiohttp.ClientSession | None = None
         self._url = ""  # chat completions URL, set on connecting
         self._served_model: str | None = None
@@ -206,11 +220,22 @@ class LLMSession:
         self.run_id = context.run.run_id if context else ""
         self.build_id = context.run.tags.get(BUILD_TAG, self.run_id) if context else ""
         self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
+        self.sem = asyncio.Semaphore(self._cap(context))
         self.level = context.assets_def.key.to_user_string() if context is not None and context.has_assets_def else ""
         self.pending: dict[str, Pending] = {}  # batch-mode misses, by cache key
         self._book: BatchBook | None = None  # the batch records, opened at the first batch-mode miss
         self.ledger = SpendLedger(Path(llm.cache_path))
         self._unwritten = Spend()  # without a budget, written once at the end
+
+    def _cap(self, context: "dg.OpExecutionContext | None") -> int:
+        """`max_concurrency`, or in a run of a parallel `glan build` its share of the build's total."""
+        share = context.run.tags.get(SHARE_TAG) if context is not None else None
+        if not share:
+            return self.llm.max_concurrency
+        _, workers, partitions = share.split(":")
+        done = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+        finished = context.instance.get_runs_count(dg.RunsFilter(tags={SHARE_TAG: share}, statuses=done))
+        return shared_cap(self.llm.max_concurrency, int(workers), int(partitions), finished)
 
     async def close(self) -> None:
         if self._unwritten.calls:
