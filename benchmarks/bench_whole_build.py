@@ -61,7 +61,7 @@ import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from glan_assets import glan  # noqa: E402
+from glan_assets.glan import method as glan  # noqa: E402
 from glan_assets.build import PARTITION_TAG  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "whole_build.json"
