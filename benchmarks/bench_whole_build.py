@@ -48,7 +48,6 @@ import bisect
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,11 +55,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_orchestration import aiohttp_client, free_port  # noqa: E402
 from glan_assets.glan import method as glan  # noqa: E402
 from glan_assets.build import PARTITION_TAG  # noqa: E402
 
@@ -74,30 +74,9 @@ LLM_LEVELS = [lv.name for lv in glan.METHOD.levels if lv.stages]
 STEP_S = 0.005  # the attribution's sampling step
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def timeline(base_url: str) -> list[tuple[float, float]]:
     with urllib.request.urlopen(f"{base_url}/timeline") as resp:
         return [tuple(x) for x in json.load(resp)]
-
-
-async def plain_client(base_url: str, concurrency: int, n: int) -> float:
-    """Requests/s of a bare aiohttp client at the same concurrency (the endpoint's ceiling here)."""
-    sem = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def one(i: int) -> None:
-            body = {"model": "stub", "messages": [{"role": "user", "content": f"Q {i}?"}]}
-            async with sem, session.post(f"{base_url}/chat/completions", json=body) as resp:
-                await resp.json()
-
-        start = time.monotonic()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        return n / (time.monotonic() - start)
 
 
 def taxonomy(names: list[str]) -> str:
@@ -250,7 +229,7 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{port}/v1"
     time.sleep(3.0)
     try:
-        client = asyncio.run(plain_client(base_url, args.concurrency, 3000))
+        client = asyncio.run(aiohttp_client(base_url, args.concurrency, 3000))
         timeline(base_url)  # cleared
         row = whole_build(base_url, args.calls, args.concurrency, args.latency, args.workers)
     finally:
