@@ -1,6 +1,7 @@
-"""What `glan build` materializes after adding one discipline to a taxonomy of N, how long
-the taxonomy sensor's tick takes to register it, and how long a build with nothing to do
-takes (Python start-up included), against a local stub endpoint. Run by hand:
+"""What `glan build` materializes after adding one discipline to a taxonomy of N, how many
+judge calls that takes against the new discipline's own pairs (every pair judged), how long the
+taxonomy sensor's tick takes to register it, and how long a build with nothing to do takes
+(Python start-up included), against a local stub endpoint. Run by hand:
 
     .venv/bin/python benchmarks/bench_declarative_build.py [N ...]   # default: 3 200
 
@@ -23,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from glan_assets.glan import method as glan  # noqa: E402
 from glan_assets.definitions import defs  # noqa: E402
 from glan_assets.registry import resources_from_env  # noqa: E402
+from resources.storage import DuckDBStore  # noqa: E402
 from tests.fake_llm import FakeLLM  # noqa: E402  (the stub the tests use: no model, fixed answers)
 
-ASSETS = [level.name for level in glan.METHOD.levels] + ["training_set"]
+ASSETS = [level.name for level in glan.METHOD.levels] + ["glan_quality", "training_set"]
+ADDED = "Added Discipline"
 
 
 def taxonomy(n: int) -> str:
@@ -81,22 +84,27 @@ def measure(n: int, stub: FakeLLM) -> dict:
     (root / "collections.yaml").write_text("collections: []\n")
     env = {**os.environ, "DAGSTER_HOME": str(root / "home"), "GLAN_TAXONOMY": str(root / "taxonomy.yaml"),
            "GLAN_DATASETS": str(root / "datasets.yaml"), "GLAN_COLLECTIONS": str(root / "collections.yaml"),
-           "GLAN_DB": str(root / "glan.duckdb"), "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "x"}
+           "GLAN_DB": str(root / "glan.duckdb"), "OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "x",
+           "GLAN_JUDGE_SAMPLE": "1"}
     first = glan(env, "--until", "training_set")
     before, runs_before = materializations(root / "home"), runs(root / "home")
-    (root / "taxonomy.yaml").write_text(taxonomy(n) + "          - name: Added Discipline\n")
+    (root / "taxonomy.yaml").write_text(taxonomy(n) + f"          - name: {ADDED}\n")
     tick_s, tick_runs, tick_added = sensor_tick(env, root / "home")
     calls = len(stub.requests)
     add = glan(env, "--until", "training_set")
     after = materializations(root / "home")
-    add_calls = len(stub.requests) - calls
+    added = stub.requests[calls:]
+    (pairs,) = DuckDBStore(path=env["GLAN_DB"]).query(
+        "SELECT count(*) AS n FROM glan_quality WHERE discipline = ?", [ADDED])
     noop_before = runs(root / "home")
     noop = glan(env, "--until", "training_set")
     return {
         "disciplines": n,
         "first_build_s": round(first, 1),
         "add_one_s": round(add, 1),
-        "add_one_llm_calls": add_calls,
+        "add_one_llm_calls": len(added),
+        "add_one_judge_calls": sum("impartial judge" in r["messages"][0]["content"] for r in added),
+        "add_one_pairs_scored": pairs["n"],
         "add_one_materializations": dict(after - before),
         "add_one_runs": noop_before - runs_before,
         "sensor_tick_s": round(tick_s, 2),
@@ -112,11 +120,11 @@ def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [3, 200]
     with FakeLLM() as stub:
         results = [measure(n, stub) for n in sizes]
-    print(f"{'N':>5} {'first build':>12} {'sensor tick':>12} {'add one':>8} {'calls':>6} {'runs':>5} "
+    print(f"{'N':>5} {'first build':>12} {'sensor tick':>12} {'add one':>8} {'calls':>6} {'judged':>7} {'pairs':>6} {'runs':>5} "
           f"{'materialized on add':<60} {'no-op':>7} {'runs':>5} {'mats':>5}")
     for r in results:
         print(f"{r['disciplines']:>5} {r['first_build_s']:>11}s {r['sensor_tick_s']:>8}s/{r['sensor_run_requests']}rq "
-              f"{r['add_one_s']:>7}s {r['add_one_llm_calls']:>6} {r['add_one_runs']:>5} "
+              f"{r['add_one_s']:>7}s {r['add_one_llm_calls']:>6} {r['add_one_judge_calls']:>7} {r['add_one_pairs_scored']:>6} {r['add_one_runs']:>5} "
               f"{json.dumps(r['add_one_materializations']):<60} {r['noop_s']:>6}s {r['noop_runs']:>5} {r['noop_materializations']:>5}")
     out = Path(__file__).parent / "results" / "declarative_build.json"
     earlier = json.loads(out.read_text())["results"] if out.exists() else []

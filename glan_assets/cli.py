@@ -46,6 +46,7 @@ from glan_assets.training.release import export_dataset
 from resources.batch import BatchRecord
 from resources.budget import spend_line
 from resources.llm import EndpointUnreachable
+from resources.local_models import convert_in_background
 from resources.locks import file_lock
 from resources.storage import DuckDBStore, Slice, StoreUnavailable
 
@@ -257,6 +258,9 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
         except RuntimeError as exc:
             _fail(str(exc))
         click.echo(f"  serving at {endpoint.base_url}")
+    converting = None
+    if any(step.asset == "model_checkpoint" for step in plan.training):
+        converting = convert_in_background(recipe[1].base_model, Path(res["training"].model_cache))
     start = time.monotonic()
 
     def rejected(lv: LevelSummary) -> str:
@@ -325,6 +329,8 @@ def _build(instance: dg.DagsterInstance, res: dict, only: dict, wanted: dict, wo
                     trained_ok = False
                     click.echo(f"[{click.style('FAIL', fg='red')}] {name}: {failure_message(result)}")
     finally:
+        if converting is not None:
+            converting.wait()  # a failed build leaves the conversion whole, not half-written
         if embedded and not keep_server:
             server.stop_server(Path(llm.embedded_state))
         click.echo(f"log:      {write_log(instance, build_id, log_path)}")

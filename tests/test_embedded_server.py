@@ -25,14 +25,10 @@ import torch
 from pydantic import BaseModel, Field
 
 from resources import embedded, grammar
-from resources.local_models import PACKAGED_MODELS, local_model_dir
+from resources.local_models import PACKAGED_MODELS, convert_in_background, local_model_dir
 
-try:
-    from glan_assets.glan.prompts import SESSIONS, SUBJECTS_FORMAT
-    from glan_assets.glan.schemas import SessionList, SubjectList
-except ImportError:
-    from glan_assets.prompts import SESSIONS, SUBJECTS_FORMAT
-    from glan_assets.schemas import SessionList, SubjectList
+from glan_assets.glan.prompts import SESSIONS, SUBJECTS_FORMAT
+from glan_assets.glan.schemas import SessionList, SubjectList
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,6 +42,17 @@ def test_unknown_model_name_lists_the_known_ones() -> None:
 
 def test_existing_directory_is_used_as_is(tmp_path: Path) -> None:
     assert local_model_dir(str(tmp_path)) == tmp_path
+
+
+def test_a_model_converts_in_a_background_process_once(tmp_path: Path) -> None:
+    # What `glan build` starts for the checkpoint's base model while the partitions build.
+    assert convert_in_background(str(tmp_path), tmp_path) is None  # the user's own weights: nothing to do
+    converting = convert_in_background("smollm2-135m-instruct", tmp_path)
+    assert converting is not None and converting.wait(timeout=300) == 0
+    target = tmp_path / "smollm2-135m-instruct"
+    assert (target / "config.json").is_file() and list(target.glob("*.safetensors"))
+    assert convert_in_background("smollm2-135m-instruct", tmp_path) is None  # converted: nothing to start
+    assert local_model_dir("smollm2-135m-instruct", tmp_path) == target
 
 
 def test_the_server_refuses_to_start_without_its_patches(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,13 @@ def test_glan_fanout_follows_the_profile_and_counts_stored_rows_of_levels_not_re
     assert fanout_uit(("instructions_raw", "uit_candidates"), tasks=4, candidates_per_task=3)[0][2] == 12
     assert fanout_uit(("instructions_unified",), tasks=4, candidates_per_task=3) == []
     assert [c for _, _, c in fanout_dynosaur(("dataset_metadata", "dynosaur_tasks"))] == [1]
+    # UIT's judge scores its sample of the collection's pairs; Dynosaur's, of the instances
+    # stored, and is not estimated while the model has yet to propose the tasks they come from.
+    assert [(lv, s.name, c) for lv, s, c in fanout_uit(("uit_candidates", "uit_quality"), 4, 3, pairs=10, judge_sample=0.25)
+            ] == [("uit_candidates", "format_transfer", 12), ("uit_quality", "judge", 3)]
+    assert [(lv, c) for lv, _, c in fanout_dynosaur(("dynosaur_quality",), instances=12, judge_sample=0.5)] == [
+        ("dynosaur_quality", 6)]
+    assert fanout_dynosaur(("dynosaur_tasks", "dynosaur_instances", "dynosaur_quality"), None, 1.0)[-1][0] == "dynosaur_tasks"
 
 
 def _estimated(stdout: str) -> dict[str, tuple[int, int]]:
