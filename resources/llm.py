@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,38 +139,6 @@ def shared_cap(per_run: int, workers: int, partitions: int, finished: int) -> in
     return max(per_run, per_run * workers // at_once)
 
 
-class WideningCap:
-    """A step's cap on requests in flight that widens while the step runs: at most every
-    `every_s`, as a request starts or ends, it asks `widen` for the cap now (`shared_cap` as
-    runs finish) and lets that many more in. It never narrows: `shared_cap` only rises, so the
-    runs together stay within the build's total. A step that took its cap while the others ran
-    no longer keeps it to the end when it is the last one left."""
-
-    def __init__(self, cap: int, widen: "Callable[[], int] | None" = None, every_s: float = 1.0):
-        self.cap = cap
-        self._sem = asyncio.Semaphore(cap)
-        self._widen = widen
-        self._every_s = every_s
-        self._checked = time.monotonic()
-
-    def _check(self) -> None:
-        if self._widen is None or time.monotonic() - self._checked < self._every_s:
-            return
-        self._checked = time.monotonic()
-        cap = self._widen()
-        for _ in range(cap - self.cap):
-            self._sem.release()
-        self.cap = max(self.cap, cap)
-
-    async def __aenter__(self) -> None:
-        self._check()
-        await self._sem.acquire()
-
-    async def __aexit__(self, *exc) -> None:
-        self._sem.release()
-        self._check()
-
-
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -252,27 +220,22 @@ class LLMSession:
         self.run_id = context.run.run_id if context else ""
         self.build_id = context.run.tags.get(BUILD_TAG, self.run_id) if context else ""
         self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
-        self.sem = self._cap(context)
+        self.sem = asyncio.Semaphore(self._cap(context))
         self.level = context.assets_def.key.to_user_string() if context is not None and context.has_assets_def else ""
         self.pending: dict[str, Pending] = {}  # batch-mode misses, by cache key
         self._book: BatchBook | None = None  # the batch records, opened at the first batch-mode miss
         self.ledger = SpendLedger(Path(llm.cache_path))
         self._unwritten = Spend()  # without a budget, written once at the end
 
-    def _cap(self, context: "dg.OpExecutionContext | None") -> WideningCap:
-        """`max_concurrency`, or in a run of a parallel `glan build` its share of the build's
-        total, widening as the build's other runs finish."""
+    def _cap(self, context: "dg.OpExecutionContext | None") -> int:
+        """`max_concurrency`, or in a run of a parallel `glan build` its share of the build's total."""
         share = context.run.tags.get(SHARE_TAG) if context is not None else None
         if not share:
-            return WideningCap(self.llm.max_concurrency)
+            return self.llm.max_concurrency
         _, workers, partitions = share.split(":")
         done = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-        instance, runs = context.instance, dg.RunsFilter(tags={SHARE_TAG: share}, statuses=done)
-
-        def now() -> int:
-            return shared_cap(self.llm.max_concurrency, int(workers), int(partitions), instance.get_runs_count(runs))
-
-        return WideningCap(now(), now)
+        finished = context.instance.get_runs_count(dg.RunsFilter(tags={SHARE_TAG: share}, statuses=done))
+        return shared_cap(self.llm.max_concurrency, int(workers), int(partitions), finished)
 
     async def close(self) -> None:
         if self._unwritten.calls:
