@@ -13,11 +13,10 @@ def mermaid(defs: dg.Definitions) -> str:
     group_of = {_node(s.key): s.group_name or "default" for s in specs}
     edges = sorted({(_node(d.asset_key), _node(s.key)) for s in specs for d in s.deps})
     lines = ["flowchart LR"]
-    for group in sorted(set(group_of.values()), key=lambda g: min(n for n, h in group_of.items() if h == g)):
+    for group in dict.fromkeys(group_of[n] for n in sorted(group_of)):  # by each group's first asset
         inner = [(u, v) for u, v in edges if group_of.get(u) == group_of[v] == group]
-        drawn = _compact(inner)
         lines.append(f"  subgraph {group}")
-        lines += [f"    {line}" for line in drawn]
+        lines += [f"    {line}" for line in _compact(inner)]
         touched = {n for u, v in inner for n in (u, v)}
         lines += [f"    {n}" for n in sorted(group_of) if group_of[n] == group and n not in touched]
         lines.append("  end")

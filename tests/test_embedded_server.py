@@ -24,11 +24,10 @@ import pytest
 import torch
 from pydantic import BaseModel, Field
 
-from resources import embedded, grammar
-from resources.local_models import PACKAGED_MODELS, convert_in_background, local_model_dir
-
 from glan_assets.glan.prompts import SESSIONS, SUBJECTS_FORMAT
 from glan_assets.glan.schemas import SessionList, SubjectList
+from resources import embedded, grammar
+from resources.local_models import PACKAGED_MODELS, convert_in_background, local_model_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -77,7 +77,7 @@ def test_glan_fanout_follows_the_profile_and_counts_stored_rows_of_levels_not_re
     # stored, and is not estimated while the model has yet to propose the tasks they come from.
     assert [(lv, s.name, c) for lv, s, c in fanout_uit(("uit_candidates", "uit_quality"), 4, 3, pairs=10, judge_sample=0.25)
             ] == [("uit_candidates", "format_transfer", 12), ("uit_quality", "judge", 3)]
-    assert [(lv, c) for lv, _, c in fanout_dynosaur(("dynosaur_quality",), instances=12, judge_sample=0.5)] == [
+    assert [(lv, c) for lv, _, c in fanout_dynosaur(("dynosaur_quality",), stored_instances=12, judge_sample=0.5)] == [
         ("dynosaur_quality", 6)]
     assert fanout_dynosaur(("dynosaur_tasks", "dynosaur_instances", "dynosaur_quality"), None, 1.0)[-1][0] == "dynosaur_tasks"
 

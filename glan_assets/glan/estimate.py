@@ -10,6 +10,7 @@ from glan_assets.glan import answers, questions, sessions, subjects, syllabi
 from glan_assets.methods import Fanout
 from glan_assets.plan import PartitionPlan
 from glan_assets.quality.judge import JUDGE_STAGE
+from glan_assets.quality.stored import level_name
 from glan_assets.stages import Stage
 
 # The fan-out where the profile leaves it open: the paper's 10 queries gave 100-200 subjects
@@ -51,7 +52,7 @@ def fanout_glan(
         (sessions.LEVEL.name, sessions.EXTRACT, math.ceil(n_syllabi * EXTRACTED_SHARE)),
         (questions.LEVEL.name, questions.ASK, n_questions),
         (answers.LEVEL.name, answers.RESPOND, n_questions),
-        ("glan_quality", JUDGE_STAGE, math.ceil(n_questions * judge_sample)),
+        (level_name("glan"), JUDGE_STAGE, math.ceil(n_questions * judge_sample)),
     ]
     return [c for c in calls if c[0] in levels]
 

@@ -9,6 +9,7 @@ import dagster as dg
 from glan_assets.methods import Fanout
 from glan_assets.plan import PartitionPlan
 from glan_assets.quality.judge import JUDGE_STAGE
+from glan_assets.quality.stored import level_name
 from glan_assets.stages import Stage
 from glan_assets.uit import candidates
 from glan_assets.uit.formats import Bad
@@ -16,7 +17,7 @@ from glan_assets.uit.reading import read_collection
 
 # Prompt and completion tokens per call before any are measured (the README's projection).
 DEFAULT_TOKENS = {candidates.TRANSFER.name: (600, 200)}
-QUALITY = "uit_quality"
+QUALITY = level_name("uit")
 
 
 def fanout_uit(
