@@ -307,7 +307,8 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 class LevelWatch:
     """Reads the event log of one build's runs, handing each level to `on_progress` once."""
 
-    def __init__(self, instance: dg.DagsterInstance, build_id: str, on_progress: Callable[[LevelProgress], None]):
+    def __init__(self, instance: dg.DagsterInstance, build_id: str,
+                 on_progress: Callable[[LevelProgress], None] | None):
         self.instance = instance
         self.runs = dg.RunsFilter(tags={BUILD_TAG: build_id})
         self.on_progress = on_progress
@@ -316,6 +317,8 @@ class LevelWatch:
         self.lock = threading.Lock()  # the watch thread and `build` both poll
 
     def poll(self) -> None:
+        if self.on_progress is None:
+            return
         with self.lock:
             for record in self.instance.get_run_records(self.runs, ascending=True):
                 run = record.dagster_run
@@ -343,11 +346,19 @@ class LevelWatch:
 
 @contextmanager
 def watching(
-    instance: dg.DagsterInstance, build_id: str, on_progress: Callable[[LevelProgress], None], every_s: float = 1.0
+    instance: dg.DagsterInstance, build_id: str, on_progress: Callable[[LevelProgress], None] | None,
+    every_s: float = 1.0,
 ) -> Iterator[LevelWatch]:
     """Poll the build's runs every `every_s` in a thread while the caller builds; the caller
-    polls once more before reporting a run done, so its levels come first."""
+    polls once more before reporting a run done, so its levels come first.
+
+    No thread when nobody listens, nor on an ephemeral instance: its in-memory SQLite shares
+    one cache between connections, where a write during another thread's read fails ("database
+    table is locked") instead of waiting. There, levels are reported as each run ends."""
     watch = LevelWatch(instance, build_id, on_progress)
+    if on_progress is None or instance.is_ephemeral:
+        yield watch
+        return
     stop = threading.Event()
 
     def loop() -> None:
@@ -393,7 +404,7 @@ def build(
     plans: Sequence[PartitionPlan],
     workers: int = WORKERS,
     on_done: Callable[[PartitionSummary], None] = lambda s: None,
-    on_progress: Callable[[LevelProgress], None] = lambda p: None,
+    on_progress: Callable[[LevelProgress], None] | None = None,
     build_id: str | None = None,
     verbose: bool = False,
     composition: Composition = COMPOSED,
