@@ -26,13 +26,15 @@ What it reports, from the server's timeline (each completion's start and end, wa
   for one: the worker process starting; or a run created whose first step has not started),
   *in an LLM step* (by level), *between levels* (in a run, no LLM step running: the level's
   checks, a non-LLM step, the commit before the next level can start), or *no partition
-  left* (every partition started: the slot idles while the last runs finish; before a
-  build's runs shared C, each of them stayed capped at C / workers). The report gives the mean number of slots in each state over the low time;
-  they sum to `--workers`. Slots in an LLM step during low time are steps with fewer
+  left* (every partition started: the slot idles while the last runs finish). The report
+  gives the mean number of slots in each state over the low time; they sum to `--workers`,
+  or more while a run checks its levels after giving its slot to the next run. Slots in an LLM step during low time are steps with fewer
   requests than their cap: a narrow level (`subjects`: 20 calls a partition) or a level's
   last requests draining. Level dependencies are the narrow steps and the time between
   levels; pool slots would show as steps blocked by the `llm` pool (counted from the
-  engine's events, separately); run start-up is the start-up state.
+  engine's events, separately); run start-up is the start-up state;
+- the share of the machine's CPU (all cores, /proc/stat) busy over the window: near 1, the
+  low time is a machine with no CPU to spare, not the schedule.
 
 Run by hand (minutes on 2 cores):
 
@@ -48,9 +50,11 @@ import bisect
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -136,7 +140,7 @@ def attribute(spans, runs, workers: int, partitions: int, concurrency: int) -> d
             created = [r for r in runs if r["created"] <= t]
             live = [r for r in created if r["end"] is None or t < r["end"]]
             waiting = partitions - len(created)  # partitions with no run yet
-            idle = workers - len(live)
+            idle = max(0, workers - len(live))
             launching = min(idle, waiting)
             low_slots["start-up"] += launching
             low_slots["no partition left"] += idle - launching
@@ -168,6 +172,44 @@ def level_windows(runs) -> dict:
     return out
 
 
+class CpuSampler:
+    """The machine's CPU use (all cores, /proc/stat) every 0.5 s while the build runs: is the
+    window's low time the schedule's, or a machine with no CPU to spare?"""
+
+    def __init__(self):
+        self.samples: list[tuple[float, int, int]] = []  # (time, busy jiffies, all jiffies)
+        self.stop = threading.Event()
+
+    @staticmethod
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    def loop(self) -> None:
+        while not self.stop.wait(0.5):
+            self.samples.append((time.time(), *self.read()))
+
+    def __enter__(self) -> "CpuSampler":
+        self.samples.append((time.time(), *self.read()))
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def busy_share(self, lo: float, hi: float) -> float | None:
+        """Busy share of all cores between the samples nearest `lo` and `hi`."""
+        inside = [s for s in self.samples if lo - 0.25 <= s[0] <= hi + 0.25]
+        if len(inside) < 2:
+            return None
+        (_, b0, a0), (_, b1, a1) = inside[0], inside[-1]
+        return round((b1 - b0) / (a1 - a0), 3)
+
+
 def whole_build(base_url: str, calls: int, concurrency: int, latency: float, workers: int) -> dict:
     per_discipline = calls / DISCIPLINES
     questions = max(1, round((per_discipline - 2 * QUERIES - 2 * SUBJECTS) / (2 * SUBJECTS)))
@@ -185,8 +227,9 @@ def whole_build(base_url: str, calls: int, concurrency: int, latency: float, wor
                "GLAN_PROFILE": "paper", "GLAN_MAX_SUBJECTS_PER_DISCIPLINE": str(SUBJECTS),
                "GLAN_QUESTIONS_PER_SYLLABUS": str(questions), "GLAN_MAX_CONCURRENCY": str(concurrency // workers)}
         start = time.time()
-        done = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers",
-                               "--workers", str(workers)], env=env, capture_output=True, text=True, cwd=ROOT)
+        with CpuSampler() as cpu:
+            done = subprocess.run([sys.executable, "-m", "glan_assets.cli", "build", "--until", "answers",
+                                   "--workers", str(workers)], env=env, capture_output=True, text=True, cwd=ROOT)
         seconds = time.time() - start
         if done.returncode:
             print(done.stdout[-3000:], done.stderr[-3000:])
@@ -206,6 +249,7 @@ def whole_build(base_url: str, calls: int, concurrency: int, latency: float, wor
         "first_run_created_to_first_step_s": round(first_step - min(r["created"] for r in runs), 2),
         "rps": round(rps, 1), "limit_rps": limit, "ratio": round(rps / limit, 3),
         "mean_in_flight": round(sum(e - s for s, e in spans) / (hi - lo), 1),
+        "cpu_busy_share_in_window": cpu.busy_share(lo, hi),
         **attribute(spans, runs, workers, DISCIPLINES, concurrency),
         "pool_blocked_events": sum(r["pool_blocked_events"] for r in runs),
         "level_windows_s": {lv: [round(a - lo, 2), round(b - lo, 2)] for lv, (a, b) in windows.items()},
@@ -227,7 +271,15 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "latency_server.py"), str(port),
                                str(args.latency), "--fake"], cwd=ROOT)
     base_url = f"http://127.0.0.1:{port}/v1"
-    time.sleep(3.0)
+    deadline = time.monotonic() + 60
+    while True:  # up when it accepts a connection (3 s was not always enough on a busy machine)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     try:
         client = asyncio.run(aiohttp_client(base_url, args.concurrency, 3000))
         timeline(base_url)  # cleared

@@ -10,6 +10,7 @@ one the taxonomy sensor follows (`glan_assets.plan`).
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -40,10 +41,10 @@ from glan_assets.sensors import partition_changes
 from glan_assets.settings import Settings, set_process_environment
 from glan_assets.training.model_eval import adapter_version, eval_version
 from glan_assets.training.partitions import recipe_partitions
-from glan_assets.workers import worker_pool
+from glan_assets.workers import shared_int, shared_semaphore, worker_pool
+from resources import inflight
 from resources.batch import BatchRecord, in_flight
 from resources.budget import BUILD_TAG  # the same id on every run of one `build`
-from resources.llm import SHARE_TAG
 from resources.storage import DuckDBStore
 
 PARTITION_TAG = "glan/partition"
@@ -237,7 +238,7 @@ def _assets_and_checks(resources: Mapping[str, object], composition: Composition
 
 def run_partition(
     instance: dg.DagsterInstance, plan: PartitionPlan, *, build_id: str, verbose: bool = False,
-    composition: Composition = COMPOSED, share: str = "",
+    composition: Composition = COMPOSED,
 ) -> PartitionSummary:
     """Materialize the plan's levels of one partition, with their checks, in one run."""
     start = time.monotonic()
@@ -255,7 +256,6 @@ def run_partition(
             **process_tags(),  # lets a later build, or the sensor, tell a killed build's runs
             BUILD_TAG: build_id,
             PARTITION_TAG: plan.key,
-            **({SHARE_TAG: share} if share else {}),  # the runs share their requests in flight
             "glan/reason": plan.reason,
             **({ESTIMATE_TAG: plan.estimate} if plan.estimate else {}),
         },
@@ -347,7 +347,7 @@ class LevelWatch:
 @contextmanager
 def watching(
     instance: dg.DagsterInstance, build_id: str, on_progress: Callable[[LevelProgress], None] | None,
-    every_s: float = 1.0,
+    every_s: float = 0.5,
 ) -> Iterator[LevelWatch]:
     """Poll the build's runs every `every_s` in a thread while the caller builds; the caller
     polls once more before reporting a run done, so its levels come first.
@@ -374,27 +374,81 @@ def watching(
         thread.join()
 
 
-def _run_in_worker(instance_ref: object, plan: PartitionPlan, build_id: str, verbose: bool, env: dict,
-                   share: str) -> PartitionSummary:
+# In a run's worker process: the instance, opened before the run's turn comes.
+_worker_instance: dg.DagsterInstance | None = None
+
+
+def _open_instance(instance_ref: object, env: dict) -> None:
+    global _worker_instance
     # A fork server's worker has the environment the server started with, not the caller's now;
     # Dagster (the API key's EnvVar) and the libraries a run loads read this process's own.
     set_process_environment(settings_from_env(env))
-    return run_partition(dg.DagsterInstance.from_ref(instance_ref), plan, build_id=build_id, verbose=verbose,
-                         share=share)
+    _worker_instance = dg.DagsterInstance.from_ref(instance_ref)
+
+
+def _run_in_worker(plan: PartitionPlan, build_id: str, verbose: bool) -> PartitionSummary:
+    return run_partition(_worker_instance, plan, build_id=build_id, verbose=verbose)
+
+
+class RunSlots:
+    """A parallel build's `workers` slots for runs building their levels. A run takes one to
+    start and gives it back once its last level has landed (its checks then go on beside the
+    next run, which would otherwise wait for them with the endpoint idle) or when it ends."""
+
+    def __init__(self, workers: int, plans: Sequence[PartitionPlan]):
+        self._free = threading.BoundedSemaphore(workers)
+        self._left = Counter()  # levels still to land, by partition
+        for plan in plans:
+            self._left[plan.key] += len(plan.levels)
+        self._held = Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self, partition: str) -> Iterator[None]:
+        self._free.acquire()
+        with self._lock:
+            self._held[partition] += 1
+        try:
+            yield
+        finally:
+            self._give_back(partition)
+
+    def landed(self, progress: LevelProgress) -> None:
+        with self._lock:
+            self._left[progress.partition] -= 1
+            last = self._left[progress.partition] == 0
+        if last:
+            self._give_back(progress.partition)
+
+    def _give_back(self, partition: str) -> None:
+        with self._lock:
+            if self._held[partition] <= 0:
+                return  # given back when its last level landed
+            self._held[partition] -= 1
+        self._free.release()
 
 
 def _run_in_own_process(
     instance: dg.DagsterInstance, plan: PartitionPlan, build_id: str, verbose: bool, env: Mapping[str, str],
-    share: str,
+    semaphore: object, slots: RunSlots,
 ) -> PartitionSummary:
-    """One run in a process of its own, so a run whose process is killed fails alone."""
+    """One run in a process of its own, so a run whose process is killed fails alone. The
+    process starts and opens the instance first, then waits for one of the build's run
+    `slots`; its steps take their requests in flight from the build's `semaphore`."""
     start = time.monotonic()
-    # DuckDB imports pandas at a process's first query with parameters (to check their types):
-    # imported once in the fork server, not in each of a build's workers at once.
-    with worker_pool(1, preload=[__name__, "pandas"]) as pool:
+    shared = inflight.Shared(semaphore, shared_int())
+    # Imported once in the fork server, not in each of a build's workers at once: DuckDB imports
+    # pandas at a process's first query with parameters (to check their types), and opening the
+    # instance imports its storage's modules (SQLAlchemy and Alembic for SQLite: 1.4 s).
+    storage = [type(s).__module__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)]
+    with worker_pool(1, preload=[__name__, "pandas", *storage], setup=inflight.install,
+                     setup_args=(semaphore, shared.held)) as pool:
         try:
-            return pool.submit(_run_in_worker, instance.get_ref(), plan, build_id, verbose, dict(env), share).result()
+            pool.submit(_open_instance, instance.get_ref(), dict(env)).result()
+            with slots.slot(plan.key):
+                return pool.submit(_run_in_worker, plan, build_id, verbose).result()
         except BrokenProcessPool:
+            shared.give_back_held()  # the other runs go on with the whole total
             return PartitionSummary(plan.key, False, time.monotonic() - start, "",
                                     error="the run's process died (killed?); `glan build` again resumes it")
 
@@ -416,16 +470,32 @@ def build(
         raise ValueError("a composition other than the root's builds in-process: workers=1")
     build_id = build_id or uuid.uuid4().hex
     summaries = []
-    with watching(instance, build_id, on_progress) as watch, ExitStack() as stack:
-        if workers <= 1 or len(plans) <= 1:
+    parallel = workers > 1 and len(plans) > 1
+    slots = RunSlots(workers, plans) if parallel else None
+
+    def landed(progress: LevelProgress) -> None:
+        slots.landed(progress)
+        if on_progress is not None:
+            on_progress(progress)
+
+    with (
+        watching(instance, build_id, landed if parallel else on_progress) as watch,
+        ExitStack() as stack,
+    ):
+        if not parallel:
             finished = (run_partition(instance, p, build_id=build_id, verbose=verbose, composition=composition)
                         for p in plans)
         else:
-            pool = stack.enter_context(ThreadPoolExecutor(workers))
-            env = settings_from_env().process_environment()  # once, for every worker
-            # The runs share GLAN_MAX_CONCURRENCY × workers: the last ones take the finished runs' shares.
-            share = f"{uuid.uuid4().hex}:{workers}:{len(plans)}"
-            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env, share) for p in plans]
+            # One process more than runs at once: it starts while the runs go on and takes the
+            # first slot that frees (a process starting on a busy machine took 2-5 s).
+            pool = stack.enter_context(ThreadPoolExecutor(workers + 1))
+            settings = settings_from_env()
+            env = settings.process_environment()  # once, for every worker
+            # The runs' steps take their requests in flight from GLAN_MAX_CONCURRENCY × workers
+            # together, so a run between levels leaves its share to the others.
+            semaphore = shared_semaphore(settings.llm().max_concurrency * workers)
+            futures = [pool.submit(_run_in_own_process, instance, p, build_id, verbose, env, semaphore, slots)
+                       for p in plans]
             finished = (future.result() for future in as_completed(futures))
         for summary in finished:
             watch.poll()  # the run's last levels before its summary

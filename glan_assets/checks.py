@@ -205,11 +205,14 @@ def level_checks(level: Level, parent: Level | None) -> dg.AssetChecksDefinition
             "schema_matches_model": lambda: schema_matches_model(store, row_type),
             "flagged_share": lambda: flagged_share(store, row_type, key, check_thresholds.max_flagged_share) | rates,
         }
-        for check in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
-            # A multi-check's results must say which asset and check they belong to.
-            outcome = evaluate[check.name]()
+        outcomes = {}
+        with store.connect():  # one turn at the file for them all: the checks' own connections share it
+            for check in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
+                outcomes[check] = evaluate[check.name]()
+        for check, outcome in outcomes.items():
             if outcome["passed"]:
                 outcome.pop("description")  # what to do, when there is something to do
+            # A multi-check's results must say which asset and check they belong to.
             yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, **outcome)
 
     return _checks

@@ -186,7 +186,7 @@ def _partition_options(command):
 
 @main.command("build")
 @_partition_options
-@click.option("--workers", default=WORKERS, show_default=True, help="Partitions built at once.")
+@click.option("--workers", default=WORKERS, show_default=True, help="Partitions building their levels at once.")
 @click.option("--keep-server", is_flag=True, help="Leave the embedded model server running afterwards.")
 @click.option("--until", type=click.Choice(BUILD_ORDER), default=BUILD_ORDER[-1], show_default=True,
               help="The last level to build.")

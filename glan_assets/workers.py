@@ -19,19 +19,44 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 
-def worker_pool(max_workers: int, preload: Sequence[str] = ()) -> ProcessPoolExecutor:
-    """A process pool whose workers are killed when this process dies, however it dies."""
+def _context():
+    return multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
+
+
+def worker_pool(
+    max_workers: int, preload: Sequence[str] = (), setup: Callable | None = None, setup_args: tuple = ()
+) -> ProcessPoolExecutor:
+    """A process pool whose workers are killed when this process dies, however it dies, and
+    run `setup(*setup_args)` when they start (where a semaphore from `shared_semaphore` can
+    be handed over: it cannot go with a task)."""
+    context = _context()
     if sys.platform != "linux":
-        return ProcessPoolExecutor(max_workers=max_workers)
-    context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(max_workers=max_workers, mp_context=context, initializer=setup, initargs=setup_args)
     context.set_forkserver_preload(["__main__", *preload])  # read when the server starts, once per process
     return ProcessPoolExecutor(
-        max_workers=max_workers, mp_context=context, initializer=_die_with_starter, initargs=(os.getpid(),)
+        max_workers=max_workers, mp_context=context, initializer=_start_worker,
+        initargs=(os.getpid(), setup, setup_args),
     )
+
+
+def shared_semaphore(value: int):
+    """A semaphore that this process's worker pools' workers can share (given through `setup`)."""
+    return _context().BoundedSemaphore(value)
+
+
+def shared_int():
+    """An integer in memory shared with a worker (given through `setup`); its own lock is the caller's."""
+    return _context().RawValue("i", 0)
+
+
+def _start_worker(starter_pid: int, setup: Callable | None, setup_args: tuple) -> None:
+    _die_with_starter(starter_pid)
+    if setup is not None:
+        setup(*setup_args)
 
 
 def _die_with_starter(starter_pid: int) -> None:

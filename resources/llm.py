@@ -41,7 +41,7 @@ from typing import ClassVar
 
 import dagster as dg
 
-from resources import embedded
+from resources import embedded, inflight
 from resources.batch import BatchBook, BatchPending, Pending, submit
 from resources.batch import client as batch_client
 from resources.budget import BUILD_TAG, BudgetExhausted, Spend, SpendLedger
@@ -122,21 +122,6 @@ class CallStats:
     def requests_sent(self) -> int:
         """What the endpoint received: answered calls plus every retried attempt."""
         return self.calls + sum(self.retries.values())
-
-
-# On each run of a parallel `glan build`: "<pass id>:<workers>:<partitions>". The build's
-# runs share GLAN_MAX_CONCURRENCY × workers in flight, not GLAN_MAX_CONCURRENCY each.
-SHARE_TAG = "glan/concurrency_share"
-
-
-def shared_cap(per_run: int, workers: int, partitions: int, finished: int) -> int:
-    """A step's cap on requests in flight when `partitions` runs, `workers` at a time, share
-    `per_run × workers`: that total over the runs that can still be running at once,
-    min(workers, partitions not finished). The divisor only falls as runs finish, so a cap
-    taken earlier is never above one taken now, and the runs together stay within the total;
-    the last runs of a build take the shares of those that are done."""
-    at_once = max(1, min(workers, partitions - finished))
-    return max(per_run, per_run * workers // at_once)
 
 
 @dataclass(frozen=True)
@@ -220,22 +205,14 @@ class LLMSession:
         self.run_id = context.run.run_id if context else ""
         self.build_id = context.run.tags.get(BUILD_TAG, self.run_id) if context else ""
         self.partition_key = context.partition_key if context is not None and context.has_partition_key else None
-        self.sem = asyncio.Semaphore(self._cap(context))
+        # In a run of a parallel `glan build`, the build's total shared by its runs.
+        shared = inflight.installed()
+        self.sem = inflight.SharedCap(shared) if shared else asyncio.Semaphore(llm.max_concurrency)
         self.level = context.assets_def.key.to_user_string() if context is not None and context.has_assets_def else ""
         self.pending: dict[str, Pending] = {}  # batch-mode misses, by cache key
         self._book: BatchBook | None = None  # the batch records, opened at the first batch-mode miss
         self.ledger = SpendLedger(Path(llm.cache_path))
         self._unwritten = Spend()  # without a budget, written once at the end
-
-    def _cap(self, context: "dg.OpExecutionContext | None") -> int:
-        """`max_concurrency`, or in a run of a parallel `glan build` its share of the build's total."""
-        share = context.run.tags.get(SHARE_TAG) if context is not None else None
-        if not share:
-            return self.llm.max_concurrency
-        _, workers, partitions = share.split(":")
-        done = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-        finished = context.instance.get_runs_count(dg.RunsFilter(tags={SHARE_TAG: share}, statuses=done))
-        return shared_cap(self.llm.max_concurrency, int(workers), int(partitions), finished)
 
     async def close(self) -> None:
         if self._unwritten.calls:

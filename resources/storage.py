@@ -1,7 +1,8 @@
 """DuckDB storage for every pipeline level: one table per level, in one of two backends.
 
-- `duckdb` (the default): one DuckDB file. One writer process at a time: a writer waits for
-  the file lock.
+- `duckdb` (the default): one DuckDB file. One writer process at a time: glan's processes take
+  turns at it (`resources.locks.turn`, a waiter has its turn within milliseconds), and wait
+  for another program's lock.
 - `ducklake`: a DuckLake catalog whose metadata lives in PostgreSQL and whose table data is
   Parquet files under a data path (a shared filesystem or an object store). Many processes, on
   many machines, write partitions at once; DuckLake commits optimistically, and a commit that
@@ -38,7 +39,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from resources.locks import file_lock
+from resources.locks import file_lock, turn
 from resources.redact import redact_table
 
 # A row model is a pydantic model with the class attributes `table` and `id_column`.
@@ -312,6 +313,16 @@ class DuckDBStore(dg.ConfigurableResource):
                 raise StoreUnavailable(f"no data at {self.path} yet: run `glan build`")
         else:
             self._create()
+        # glan's processes take turns at the file (`turn`): the loop below then waits only for
+        # another program's lock.
+        with turn(self._lock_path(), self.read_only, self.lock_timeout_s):
+            yield from self._connect_file(memory_limit)
+
+    def _lock_path(self) -> Path:
+        path = Path(self.path)
+        return path.with_name(f".{path.name}.lock")
+
+    def _connect_file(self, memory_limit: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
         # Read-only, DuckDB would spill beside the file, where it may not write.
         config = {"temp_directory": _spill_directory()} if self.read_only else {}
         deadline = time.monotonic() + self.lock_timeout_s
@@ -356,7 +367,7 @@ class DuckDBStore(dg.ConfigurableResource):
         path = Path(self.path)
         if path.is_file() and path.stat().st_size > 0:
             return
-        with file_lock(path.with_name(f".{path.name}.lock")):
+        with file_lock(self._lock_path()):
             if path.is_file() and path.stat().st_size == 0:
                 path.unlink()  # left by such a race: it holds nothing, and no process is writing it
             if not path.exists():

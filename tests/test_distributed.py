@@ -38,6 +38,7 @@ import pytest
 import yaml
 
 from tests.conftest import Project
+from tests.spans import max_overlap
 
 pytestmark = pytest.mark.distributed
 
@@ -350,16 +351,6 @@ class RequestTimes:
                     times.spans.append((t0, time.time()))
 
         handler.do_POST = do_post
-
-
-def max_overlap(spans: list[tuple[float, float]]) -> int:
-    """Most intervals open at once; an interval that ends when another starts does not overlap it."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    now = most = 0
-    for _, d in events:
-        now += d
-        most = max(most, now)
-    return most
 
 
 def taxonomy(names: list[str]) -> str:
