@@ -24,6 +24,17 @@ class Shared:
 
     def __init__(self, semaphore, held):
         self.semaphore, self.held = semaphore, held
+        self._count = threading.Lock()  # every step's loop and feeder thread in the process change `held`
+
+    def took(self) -> None:
+        """Count a permit this process has acquired."""
+        with self._count:
+            self.held.value += 1
+
+    def release(self) -> None:
+        with self._count:
+            self.held.value -= 1
+        self.semaphore.release()
 
     def give_back_held(self) -> int:
         """Release what a dead process held; call only once it is gone."""
@@ -50,14 +61,13 @@ class SharedCap:
     loop's waiters in order, so waiting never blocks the loop."""
 
     def __init__(self, shared: Shared):
-        self._sem, self._held = shared.semaphore, shared.held
-        self._count = threading.Lock()  # the loop and the feeder both change `held`
+        self._shared = shared
         self._waiters: deque[asyncio.Future] = deque()
         self._feeding = False  # a feeder thread is running (read and written on the loop only)
 
     async def __aenter__(self) -> None:
-        if not self._waiters and self._sem.acquire(False):
-            self._add(1)
+        if not self._waiters and self._shared.semaphore.acquire(False):
+            self._shared.took()
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
@@ -69,19 +79,11 @@ class SharedCap:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # handed a permit as it was cancelled
-                self._release()
+                self._shared.release()
             raise
 
     async def __aexit__(self, *exc) -> None:
-        self._release()
-
-    def _add(self, n: int) -> None:
-        with self._count:
-            self._held.value += n
-
-    def _release(self) -> None:
-        self._add(-1)
-        self._sem.release()
+        self._shared.release()
 
     def _feed(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take one permit at a time and hand it over on the loop, until no waiter is left."""
@@ -95,21 +97,21 @@ class SharedCap:
                     waiter.set_result(None)
                     break
             else:
-                self._release()  # every waiter gave up: the permit goes back
+                self._shared.release()  # every waiter gave up: the permit goes back
             more[0] = bool(self._waiters)
             self._feeding = more[0]
             handed.set()
 
         while more[0]:
-            self._sem.acquire()
-            self._add(1)
+            self._shared.semaphore.acquire()
+            self._shared.took()
             handed.clear()
             try:
                 loop.call_soon_threadsafe(hand)
             except RuntimeError:  # the loop is closed: nobody is left to hand it to
-                self._release()
+                self._shared.release()
                 return
             while not handed.wait(0.5):
                 if loop.is_closed() and not handed.is_set():  # closed before `hand` ran
-                    self._release()
+                    self._shared.release()
                     return
