@@ -28,7 +28,7 @@ What it reports, from the server's timeline (each completion's start and end, wa
   checks, a non-LLM step, the commit before the next level can start), or *no partition
   left* (every partition started: the slot idles while the last runs finish). The report
   gives the mean number of slots in each state over the low time; they sum to `--workers`,
-  or more while a run checks its levels after giving its slot to the next run. Slots in an LLM step during low time are steps with fewer
+  or more while a run on its last level, or checking its levels, has given its slot to the next run. Slots in an LLM step during low time are steps with fewer
   requests than their cap: a narrow level (`subjects`: 20 calls a partition) or a level's
   last requests draining. Level dependencies are the narrow steps and the time between
   levels; pool slots would show as steps blocked by the `llm` pool (counted from the

@@ -392,14 +392,18 @@ def _run_in_worker(plan: PartitionPlan, build_id: str, verbose: bool) -> Partiti
 
 class RunSlots:
     """A parallel build's `workers` slots for runs building their levels. A run takes one to
-    start and gives it back once its last level has landed (its checks then go on beside the
-    next run, which would otherwise wait for them with the endpoint idle) or when it ends."""
+    start and gives it back once only its last level is left (or, with one level, once it
+    has landed) or when it ends. The last level only waits for the endpoint, whose requests
+    the build's semaphore bounds, or is a step with no LLM; the next partition's narrow
+    first levels go on beside it, and its checks after it, where the endpoint would
+    otherwise idle while the last partitions start."""
 
     def __init__(self, workers: int, plans: Sequence[PartitionPlan]):
         self._free = threading.BoundedSemaphore(workers)
-        self._left = Counter()  # levels still to land, by partition
+        self._levels = Counter()  # by partition
         for plan in plans:
-            self._left[plan.key] += len(plan.levels)
+            self._levels[plan.key] += len(plan.levels)
+        self._left = Counter(self._levels)  # levels still to land
         self._held = Counter()
         self._lock = threading.Lock()
 
@@ -416,8 +420,8 @@ class RunSlots:
     def landed(self, progress: LevelProgress) -> None:
         with self._lock:
             self._left[progress.partition] -= 1
-            last = self._left[progress.partition] == 0
-        if last:
+            left = self._left[progress.partition]
+        if left == 0 or (left == 1 and self._levels[progress.partition] > 1):
             self._give_back(progress.partition)
 
     def _give_back(self, partition: str) -> None:
@@ -463,9 +467,10 @@ def build(
     verbose: bool = False,
     composition: Composition = COMPOSED,
 ) -> list[PartitionSummary]:
-    """Run the plans, `workers` runs at a time (in-process when workers is 1), reporting
-    each level as it lands and each partition when its run is done. A worker process
-    imports the root's composition; another runs in-process only."""
+    """Run the plans, `workers` runs at a time building their levels and as many more on
+    their last (in-process when workers is 1), reporting each level as it lands and each
+    partition when its run is done. A worker process imports the root's composition;
+    another runs in-process only."""
     if composition is not COMPOSED and workers > 1 and len(plans) > 1:
         raise ValueError("a composition other than the root's builds in-process: workers=1")
     build_id = build_id or uuid.uuid4().hex
@@ -486,9 +491,10 @@ def build(
             finished = (run_partition(instance, p, build_id=build_id, verbose=verbose, composition=composition)
                         for p in plans)
         else:
-            # One process more than runs at once: it starts while the runs go on and takes the
-            # first slot that frees (a process starting on a busy machine took 2-5 s).
-            pool = stack.enter_context(ThreadPoolExecutor(workers + 1))
+            # Up to `workers` runs before their last level and as many on it, each in a process
+            # that starts ahead, while the runs go on, and waits for a slot (a process starting
+            # on a busy machine took 2-5 s).
+            pool = stack.enter_context(ThreadPoolExecutor(2 * workers))
             settings = settings_from_env()
             env = settings.process_environment()  # once, for every worker
             # The runs' steps take their requests in flight from GLAN_MAX_CONCURRENCY × workers

@@ -170,6 +170,40 @@ def test_a_worker_starts_while_another_thread_holds_a_lock():
         holder.join()
 
 
+# A program run as `python -m pkg.main`, as the whole-build benchmark runs `glan_assets.cli`: its
+# main module imports `pkg.heavy`, which notes each process that imports it.
+HEAVY = "import os\nwith open(os.environ['IMPORTED_BY'], 'a') as f:\n    f.write(f'{os.getpid()}\\n')\n"
+MAIN = """
+import os
+import pkg.heavy
+from glan_assets.workers import worker_pool
+
+if __name__ == "__main__":
+    with worker_pool(2) as pool:
+        print(*{pool.submit(os.getpid).result() for _ in range(4)})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_workers_of_a_program_run_with_dash_m_find_its_imports_loaded(tmp_path):
+    """A worker runs the caller's main module again. Under `python -m` the fork server had not
+    imported it, so each worker imported the CLI's modules itself: 2.4 s of CPU each, ten at
+    once, before a build's first request."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "heavy.py").write_text(HEAVY)
+    (tmp_path / "pkg" / "main.py").write_text(MAIN)
+    imported_by = tmp_path / "imported_by"
+    env = {**os.environ, "IMPORTED_BY": str(imported_by),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parent.parent)])}
+    done = subprocess.run([sys.executable, "-m", "pkg.main"], env=env, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    workers = {int(pid) for pid in done.stdout.split()}
+    importers = {int(pid) for pid in imported_by.read_text().split()}
+    assert workers and not workers & importers, (workers, importers)
+    assert len(importers) == 2  # the program itself, and the fork server once
+
+
 @pytest.mark.timeout(180)
 def test_runs_in_worker_processes_read_the_callers_settings(project, monkeypatch, tmp_path):
     """A fork server's workers start with the environment the server started with. Runs in

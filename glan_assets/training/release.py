@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from glan_assets.levels import Level
 from glan_assets.quality.stored import read_rows, summary
 from glan_assets.results import markdown_table
-from glan_assets.training.pictures import draw
 from glan_assets.training.schemas import ContaminationRow, RemovedPairRow, TrainingPairRow
 from glan_assets.training.sources import Sources
 from resources.storage import DuckDBStore, to_arrow
@@ -243,6 +242,9 @@ def export_dataset(
         sources,
         {s: summary(rows) for s in sorted({p.source for p in pairs}) if (rows := read_rows(store, s))},
     )
+    # Imported here: matplotlib is a second of every `glan` command's start, and of each build worker's.
+    from glan_assets.training.pictures import draw
+
     pictures = draw(out / "images", pairs, store.read(RemovedPairRow))
     card += "\n## Pictures\n\n" + "\n\n".join(
         f"![{caption}]({path.relative_to(out).as_posix()})" for caption, path in pictures.items()
