@@ -400,10 +400,9 @@ class RunSlots:
 
     def __init__(self, workers: int, plans: Sequence[PartitionPlan]):
         self._free = threading.BoundedSemaphore(workers)
-        self._levels = Counter()  # by partition
+        self._left = Counter()  # levels to land before the slot is given back, by partition
         for plan in plans:
-            self._levels[plan.key] += len(plan.levels)
-        self._left = Counter(self._levels)  # levels still to land
+            self._left[plan.key] += max(len(plan.levels) - 1, 1)
         self._held = Counter()
         self._lock = threading.Lock()
 
@@ -420,8 +419,8 @@ class RunSlots:
     def landed(self, progress: LevelProgress) -> None:
         with self._lock:
             self._left[progress.partition] -= 1
-            left = self._left[progress.partition]
-        if left == 0 or (left == 1 and self._levels[progress.partition] > 1):
+            last = self._left[progress.partition] == 0
+        if last:
             self._give_back(progress.partition)
 
     def _give_back(self, partition: str) -> None:
