@@ -65,6 +65,7 @@ class FakeLLM:
         self.garbage_for: str | None = None  # answer prose to prompts containing this text
         self.replies: dict[str, str] = {}  # this reply to a request whose last message is the key (planted answers)
         self.delay_s = 0.0  # seconds each completion takes, to catch a run mid-partition
+        self.delay_for: dict[str, float] = {}  # seconds a completion takes whose messages contain the key
         self.outline_syllabi = False  # write syllabi as "Session N / Key concepts" outlines
         self.broken_items = False  # one listed subject breaks the schema (no subtopics)
         self.copy_examples = False  # answer a request showing a worked example with a copy of it
@@ -94,7 +95,8 @@ class FakeLLM:
                 text = fake.text_for(body)
                 if cut:
                     text = text[: len(text) // 2]
-                time.sleep(fake.delay_s)
+                shown = "\n".join(m["content"] for m in body["messages"])
+                time.sleep(fake.delay_s + sum(s for text, s in fake.delay_for.items() if text in shown))
                 prompt = body["messages"][-1]["content"]
                 self._send(200, completion(body, text, "length" if cut else "stop", len(prompt.split())))
                 with fake.lock:

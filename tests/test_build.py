@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from glan_assets.build import LevelProgress, PartitionSummary, build, plan_build
+from glan_assets.glan.prompts import ANSWER
 from glan_assets.glan.schemas import AnswerRow, QuestionRow, SessionRow, SubjectRow
 from glan_assets.lineage import chain
 from glan_assets.registry import LEVELS
@@ -223,6 +224,37 @@ def test_runs_in_worker_processes_read_the_callers_settings(project, monkeypatch
     assert [s.success for s in summaries] == [True, True], [s.error for s in summaries]
     assert {a.discipline for a in DuckDBStore(path=str(project.db)).read(AnswerRow)} == {"Physics", "Astronomy"}
     assert not elsewhere.exists()
+
+
+@pytest.mark.timeout(240)
+def test_the_next_partition_starts_beside_a_run_on_its_last_level(project, fake_llm):
+    """With two run slots and three partitions, the third run starts once a first-wave run has
+    only its last level (answers, which waits on the endpoint) left, not once that run ends:
+    its narrow first levels then go on while the endpoint still answers."""
+    project.add_discipline("Chemistry")
+    fake_llm.delay_for[ANSWER.system] = 6.0  # the last level waits on the endpoint
+    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance = dg.DagsterInstance.from_config(str(project.dagster_home))
+    try:
+        plans = plan_build(instance, project.resources(), until="answers").partitions
+        summaries = build(instance, plans, workers=2)
+        steps = {
+            s.partition: {
+                (e.dagster_event.event_type, e.step_key): e.timestamp
+                for e in instance.all_logs(s.run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                              dg.DagsterEventType.STEP_SUCCESS})
+            }
+            for s in summaries
+        }
+    finally:
+        instance.dispose()
+
+    assert [s.success for s in summaries] == [True] * 3, [s.error for s in summaries]
+    first_step = {p: min(t for (kind, _), t in events.items() if kind == dg.DagsterEventType.STEP_START)
+                  for p, events in steps.items()}
+    *first_wave, third = sorted(first_step, key=first_step.get)
+    answered = min(steps[p][(dg.DagsterEventType.STEP_SUCCESS, "answers")] for p in first_wave)
+    assert first_step[third] < answered, (third, first_step, answered)
 
 
 def running(pid: int) -> bool:
