@@ -232,7 +232,7 @@ def test_the_next_partition_starts_beside_a_run_on_its_last_level(project, fake_
     only its last level (answers, which waits on the endpoint) left, not once that run ends:
     its narrow first levels then go on while the endpoint still answers."""
     project.add_discipline("Chemistry")
-    fake_llm.delay_for[ANSWER.system] = 6.0  # the last level waits on the endpoint
+    fake_llm.delay_for[ANSWER.system] = 10.0  # the last level waits on the endpoint
     (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     instance = dg.DagsterInstance.from_config(str(project.dagster_home))
     try:
