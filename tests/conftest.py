@@ -3,6 +3,8 @@ instance, and a `build` helper that materializes disciplines as `glan build` doe
 
 import itertools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -53,6 +55,19 @@ class Project:
     def subprocess_env(self) -> dict:
         """The environment for running `glan` or `dagster` as a user would."""
         return {**os.environ, **self.env, "DAGSTER_HOME": str(self.dagster_home)}
+
+    @contextmanager
+    def instance_on_disk(self) -> Iterator[dg.DagsterInstance]:
+        """The project's Dagster home on disk, as `glan build` and the daemon open it: worker
+        processes and sensor ticks reach it through its ref, which an ephemeral one lacks."""
+        (self.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # Not `with DagsterInstance`: that installs its state storage for the whole session,
+        # and later code locations would load against a disposed instance.
+        instance = dg.DagsterInstance.from_config(str(self.dagster_home))
+        try:
+            yield instance
+        finally:
+            instance.dispose()
 
     def resources(self) -> dict:
         return resources_from_env(self.env)

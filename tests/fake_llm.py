@@ -56,6 +56,11 @@ def completion(body: dict, text: str, finish: str = "stop", prompt_tokens: int =
     }
 
 
+def shown_in(request: dict) -> str:
+    """A request's messages joined: what the model is shown."""
+    return "\n".join(m["content"] for m in request["messages"])
+
+
 class FakeLLM:
     """Start with `with FakeLLM() as llm:`; `llm.base_url` is what OPENAI_BASE_URL needs."""
 
@@ -95,8 +100,7 @@ class FakeLLM:
                 text = fake.text_for(body)
                 if cut:
                     text = text[: len(text) // 2]
-                shown = "\n".join(m["content"] for m in body["messages"])
-                time.sleep(fake.delay_s + sum(s for text, s in fake.delay_for.items() if text in shown))
+                time.sleep(fake.delay_for_request(body))
                 prompt = body["messages"][-1]["content"]
                 self._send(200, completion(body, text, "length" if cut else "stop", len(prompt.split())))
                 with fake.lock:
@@ -109,7 +113,7 @@ class FakeLLM:
     def text_for(self, body: dict) -> str:
         """The reply to a request, by the switches: what an online and a batch request both get."""
         prompt = body["messages"][-1]["content"]
-        shown = "\n".join(m["content"] for m in body["messages"])
+        shown = shown_in(body)
         shots = [m["content"] for m in body["messages"][:-1] if m["role"] == "assistant"]
         planted = self.replies.get(prompt)
         if self.garbage_for and self.garbage_for in shown:
@@ -126,7 +130,12 @@ class FakeLLM:
 
     def prompts(self) -> list[str]:
         """Each request's messages joined: what the model was shown."""
-        return ["\n".join(m["content"] for m in r["messages"]) for r in self.requests]
+        return [shown_in(r) for r in self.requests]
+
+    def delay_for_request(self, body: dict) -> float:
+        """Seconds the completion of `body` takes: `delay_s`, and `delay_for`'s that match it."""
+        shown = shown_in(body)
+        return self.delay_s + sum(seconds for text, seconds in self.delay_for.items() if text in shown)
 
     def __enter__(self) -> "FakeLLM":
         self.thread.start()

@@ -214,12 +214,8 @@ def test_runs_in_worker_processes_read_the_callers_settings(project, monkeypatch
         m.setenv("GLAN_DB", str(elsewhere))
         with worker_pool(1, preload=["glan_assets.build"]) as pool:  # starts the fork server if none runs
             pool.submit(os.getpid).result()
-    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    instance = dg.DagsterInstance.from_config(str(project.dagster_home))  # workers open it from its ref
-    try:
+    with project.instance_on_disk() as instance:  # workers open it from its ref
         summaries = build(instance, plan_build(instance, project.resources(), until="answers").partitions, workers=2)
-    finally:
-        instance.dispose()
 
     assert [s.success for s in summaries] == [True, True], [s.error for s in summaries]
     assert {a.discipline for a in DuckDBStore(path=str(project.db)).read(AnswerRow)} == {"Physics", "Astronomy"}
@@ -233,9 +229,7 @@ def test_the_next_partition_starts_beside_a_run_on_its_last_level(project, fake_
     its narrow first levels then go on while the endpoint still answers."""
     project.add_discipline("Chemistry")
     fake_llm.delay_for[ANSWER.system] = 10.0  # the last level waits on the endpoint
-    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    instance = dg.DagsterInstance.from_config(str(project.dagster_home))
-    try:
+    with project.instance_on_disk() as instance:
         plans = plan_build(instance, project.resources(), until="answers").partitions
         summaries = build(instance, plans, workers=2)
         steps = {
@@ -246,8 +240,6 @@ def test_the_next_partition_starts_beside_a_run_on_its_last_level(project, fake_
             }
             for s in summaries
         }
-    finally:
-        instance.dispose()
 
     assert [s.success for s in summaries] == [True] * 3, [s.error for s in summaries]
     first_step = {p: min(t for (kind, _), t in events.items() if kind == dg.DagsterEventType.STEP_START)

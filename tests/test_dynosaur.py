@@ -378,16 +378,12 @@ def test_an_unusable_reply_is_a_reject_naming_the_dataset(project, registry, fak
 
 
 def test_the_dataset_sensor_registers_the_datasets_and_asks_for_their_runs(project, registry):
-    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    instance = dg.DagsterInstance.from_config(str(project.dagster_home))
-    try:
+    with project.instance_on_disk() as instance:
         definitions = defs()
         with dg.build_sensor_context(
             instance_ref=instance.get_ref(), resources=resources_from_env(project.env), definitions=definitions
         ) as context:
             result = definitions.resolve_sensor_def("dataset_sensor").evaluate_tick(context)
-    finally:
-        instance.dispose()
 
     (added,) = result.dynamic_partitions_requests
     assert added.partitions_def_name == "dataset"

@@ -25,14 +25,8 @@ def project(project):
     """The project on a Dagster home on disk, as the daemon has: a tick resolves its run
     requests against the instance's partitions (through its ref), which an ephemeral
     instance does not have."""
-    (project.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    # Not entered as a context manager: that would install its state storage for the whole
-    # session, and later code locations would load against a disposed instance.
-    project.instance = dg.DagsterInstance.from_config(str(project.dagster_home))
-    try:
+    with project.instance_on_disk() as project.instance:
         yield project
-    finally:
-        project.instance.dispose()
 
 
 def tick(project, **env: str):
